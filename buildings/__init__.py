@@ -1,0 +1,37 @@
+"""buildings: aerial images to building masks with Keras 3 on torch, jax or tensorflow.
+
+Importing this package makes torch the Keras backend unless ``KERAS_BACKEND`` is already set
+(Keras itself would pick tensorflow). Keras is not imported here, so ``import buildings`` stays
+cheap and the RLE / submission tools work without touching a deep-learning framework.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+from buildings.rle import decode_rle, encode_rle, validate_rle  # noqa: E402
+from buildings.submission import (  # noqa: E402
+    SubmissionScore,
+    image_dice,
+    image_iou,
+    mean_image_dice,
+    read_submission,
+    score_submission,
+    write_submission,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SubmissionScore",
+    "__version__",
+    "decode_rle",
+    "encode_rle",
+    "image_dice",
+    "image_iou",
+    "mean_image_dice",
+    "read_submission",
+    "score_submission",
+    "validate_rle",
+    "write_submission",
+]

@@ -1,0 +1,31 @@
+"""Shared fixtures. Real-data tests read ../shared/data/barnarp beside the checkout and are skipped,
+with the reason, when it is absent (never copied into the project)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BARNARP = Path(os.environ.get("BUILDINGS_BARNARP", ROOT.parent / "shared" / "data" / "barnarp"))
+
+
+@pytest.fixture(scope="session")
+def barnarp() -> Path:
+    if not (BARNARP / "train_mask.csv.zip").is_file():
+        pytest.skip(f"real barnarp data not found at {BARNARP}")
+    return BARNARP
+
+
+def raw_mask_lines(path: Path) -> list[tuple[str, str]]:
+    """The (name, rle) pairs of a barnarp mask CSV read the simplest way, independent of
+    buildings.submission, so tests can compare the library against it."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read(archive.namelist()[0]).decode()
+    else:
+        text = path.read_text()
+    return [tuple(line.split("\t")) for line in text.splitlines() if line]
