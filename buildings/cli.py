@@ -69,5 +69,91 @@ def score(submission, truth, shape, as_json):
     click.echo(f"empty images predicted empty   {result.empty_predicted_empty}/{result.n_truth_empty}")
 
 
+@main.group()
+def data():
+    """Build, inspect and synthesise datasets."""
+
+
+def _data_error(err: Exception):
+    return click.ClickException(str(err))
+
+
+@data.command("build")
+@click.option("--manual-dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder with the contest files (zips or extracted).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="TFDS data_dir [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].")
+@click.option("--config", default="val5", show_default=True, type=click.Choice(["val5", "val10", "val20"]),
+              help="Validation hold-out: 5, 10 or 20 percent of train.")
+@click.option("--overwrite", is_flag=True, help="Rebuild even if the dataset exists.")
+def data_build(manual_dir, data_dir, config, overwrite):
+    """Package the contest download as the TFDS dataset tianchi_buildings (array_record, no TensorFlow)."""
+    from buildings.data.contest import ContestDataError
+    from buildings.data.tianchi_tfds import build_dataset
+
+    try:
+        path = build_dataset(manual_dir, data_dir, config=config, overwrite=overwrite)
+    except ContestDataError as err:
+        raise _data_error(err) from None
+    click.echo(f"built {path}")
+
+
+@data.command("stats")
+@click.option("--data", "data_", default="tianchi_buildings", show_default=True,
+              help="Dataset name (under --data-dir) or folder.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def data_stats(data_, data_dir, as_json):
+    """Counts, building-pixel fraction, empty tiles and per-channel mean/std of each split."""
+    from buildings.data.inspect import dataset_stats
+    from buildings.data.pipeline import DatasetNotFoundError, open_split
+
+    try:
+        total = sum(len(open_split(data_, s, data_dir)) for s in ("train", "validation", "test"))
+        with click.progressbar(length=total, label="reading", file=click.get_text_stream("stderr")) as bar:
+            stats = dataset_stats(data_, data_dir=data_dir, progress=bar.update)
+    except DatasetNotFoundError as err:
+        raise _data_error(err) from None
+    if as_json:
+        click.echo(json.dumps(stats))
+        return
+    click.echo(f"{'split':<11}{'images':>7}{'masked':>7}{'empty':>7}{'building %':>11}  mean RGB / std RGB")
+    for split, s in stats.items():
+        fraction = "-" if math.isnan(s["building_fraction"]) else f"{100 * s['building_fraction']:.2f}"
+        click.echo(f"{split:<11}{s['images']:>7}{s['with_mask']:>7}{s['empty_masks']:>7}{fraction:>11}  "
+                   f"{s['mean_rgb']} / {s['std_rgb']}")
+
+
+@data.command("preview")
+@click.option("--data", "data_", default="tianchi_buildings", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--split", default="train", show_default=True)
+@click.option("--n", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+def data_preview(data_, data_dir, split, n, seed, out):
+    """A PNG grid of images with their building masks outlined."""
+    from buildings.data.inspect import preview_grid
+    from buildings.data.pipeline import DatasetNotFoundError
+
+    try:
+        path = preview_grid(data_, out, split=split, n=n, seed=seed, data_dir=data_dir)
+    except (DatasetNotFoundError, ValueError) as err:
+        raise _data_error(err) from None
+    click.echo(f"wrote {path}")
+
+
+@data.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--n", default=64, show_default=True, type=click.IntRange(2, None), help="Tiles in all.")
+@click.option("--seed", default=0, show_default=True)
+def data_synth(out, n, seed):
+    """Write synthetic tiles in the exact contest layout (zips + CSVs) plus test_a_mask.csv."""
+    from buildings.data.synth import write_synthetic_contest
+
+    paths = write_synthetic_contest(out, n, seed=seed)
+    click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -139,6 +139,9 @@ def write_submission(path, rows, *, shape=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
             for name, rle in items:
                 out.write(f"{name}\t{rle}\n")

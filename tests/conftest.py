@@ -29,3 +29,21 @@ def raw_mask_lines(path: Path) -> list[tuple[str, str]]:
     else:
         text = path.read_text()
     return [tuple(line.split("\t")) for line in text.splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def synth_contest(tmp_path_factory) -> Path:
+    """A small synthetic contest download (9 train + 3 test tiles), made by the project itself."""
+    from buildings.data.synth import write_synthetic_contest
+
+    out = tmp_path_factory.mktemp("synth_contest")
+    write_synthetic_contest(out, n=12, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(synth_contest, tmp_path_factory) -> Path:
+    """The synthetic download built as tianchi_buildings/val20 (array_record); its version folder."""
+    from buildings.data.tianchi_tfds import build_dataset
+
+    return build_dataset(synth_contest, tmp_path_factory.mktemp("tfds"), config="val20")

@@ -1,0 +1,271 @@
+"""TFDS dataset → batches for ``model.fit``: the same code on torch, jax and tensorflow.
+
+``open_split`` finds a built dataset (a TFDS name, a data_dir, or a dataset folder) and returns a
+random-access source of raw records (JPEG / PNG bytes, decoded here with OpenCV, which is faster
+than TFDS's PIL path). ``SegmentationBatches`` is a ``keras.utils.PyDataset``: batches of
+(normalised float32 RGB images, float32 {0,1} masks), worker threads or processes, a per-epoch
+shuffle and per-sample augmentation seeded from (seed, epoch, index) so that a run is reproducible
+whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import keras
+import numpy as np
+
+__all__ = [
+    "AUGMENTATIONS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DatasetNotFoundError",
+    "SegmentationBatches",
+    "SplitSource",
+    "build_augmentation",
+    "decode_record",
+    "open_split",
+]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+AUGMENTATIONS = ("none", "light", "strong")
+DEFAULT_DATASET = "tianchi_buildings"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No built dataset where the user pointed; the message says what was looked for."""
+
+
+@dataclass
+class SplitSource:
+    """A random-access split: ``len(source)``, ``source[i]`` → dict of raw record fields."""
+
+    records: object
+    name: str
+    split: str
+    directory: Path
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.records[index]
+
+
+def _dataset_dirs(root: Path) -> list[Path]:
+    """Version folders (holding dataset_info.json) at or below ``root`` (depth ≤ 3)."""
+    if (root / "dataset_info.json").is_file():
+        return [root]
+    found = []
+    for depth in ("*", "*/*", "*/*/*"):
+        found += [p.parent for p in sorted(root.glob(f"{depth}/dataset_info.json"))]
+        if found:
+            break
+    return found
+
+
+def resolve_dataset_dir(data: str | Path, data_dir: str | Path | None = None) -> Path:
+    """Resolve ``data`` to one built dataset version folder.
+
+    ``data`` is a folder (a version folder, a config folder, a dataset folder or a data_dir holding
+    a single dataset) or a TFDS name such as ``tianchi_buildings`` or ``tianchi_buildings/val10``
+    under ``data_dir`` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    """
+    path = Path(data).expanduser()
+    if not path.exists():
+        base = Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+        path = base / str(data)
+        if not path.exists():
+            raise DatasetNotFoundError(
+                f"no dataset {data!r}: neither a folder nor {path}. Build it first with "
+                "`buildings data build --manual-dir DIR` or `tfds build tfds_builder/tianchi_buildings "
+                "--manual_dir DIR`."
+            )
+    found = _dataset_dirs(path)
+    if not found:
+        raise DatasetNotFoundError(f"{path}: no built TFDS dataset (no dataset_info.json) in it")
+    if len(found) > 1:
+        listing = ", ".join(str(p.relative_to(path)) for p in found)
+        raise DatasetNotFoundError(f"{path} holds several datasets ({listing}): name one of them")
+    return found[0]
+
+
+def open_split(data: str | Path, split: str, data_dir: str | Path | None = None) -> SplitSource:
+    """Open ``split`` of a built dataset for random access, records left encoded."""
+    import tensorflow_datasets as tfds
+
+    directory = resolve_dataset_dir(data, data_dir)
+    builder = tfds.builder_from_directory(str(directory))
+    if split not in builder.info.splits:
+        raise ValueError(f"{directory}: no split {split!r} (has {', '.join(builder.info.splits)})")
+    decoders = {k: tfds.decode.SkipDecoding() for k in ("image", "mask") if k in builder.info.features}
+    try:
+        records = builder.as_data_source(split=split, decoders=decoders)
+    except (NotImplementedError, ValueError) as err:
+        raise DatasetNotFoundError(
+            f"{directory}: stored as {builder.info.file_format}, which has no random access; rebuild "
+            f"with the default array_record format ({err})"
+        ) from None
+    return SplitSource(records=records, name=builder.name, split=split, directory=directory)
+
+
+def decode_record(record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 image (H, W, 3), uint8 mask (H, W)) from a raw record."""
+    image = cv2.imdecode(np.frombuffer(record["image"], np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"record {record.get('name')!r}: undecodable image")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    mask = cv2.imdecode(np.frombuffer(record["mask"], np.uint8), cv2.IMREAD_UNCHANGED)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    return image, mask
+
+
+def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = None, *,
+                       training: bool = True, resize_mode: str = "crop") -> A.Compose:
+    """The albumentations pipeline of a preset (``none``, ``light``, ``strong``).
+
+    ``image_size`` (side or (height, width)) crops (training, ``resize_mode='crop'``) or resizes to
+    that size. Masks use nearest-neighbour interpolation everywhere, so they stay binary.
+    """
+    if preset not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {preset!r}")
+    steps = []
+    if image_size is not None:
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        if training and resize_mode == "crop":
+            steps.append(A.RandomCrop(height, width, pad_if_needed=True))
+        else:
+            steps.append(A.Resize(height, width, mask_interpolation=cv2.INTER_NEAREST))
+    if training and preset in ("light", "strong"):
+        steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
+    if training and preset == "strong":
+        steps += [
+            A.Affine(scale=(0.85, 1.15), translate_percent=(-0.0625, 0.0625), rotate=(-30, 30),
+                     border_mode=cv2.BORDER_REFLECT_101, mask_interpolation=cv2.INTER_NEAREST, p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
+        ]
+    return A.Compose(steps, mask_interpolation=cv2.INTER_NEAREST)
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB → float32, ImageNet mean/std normalised (what the models expect)."""
+    return (images.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def cutmix(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, p: float) -> None:
+    """In place: with probability ``p`` per sample, paste a random box (10-50% of the area) from
+    another sample of the batch into it, image and mask alike."""
+    n, height, width = images.shape[:3]
+    if n < 2 or p <= 0:
+        return
+    for i in range(n):
+        if rng.random() >= p:
+            continue
+        j = (i + int(rng.integers(1, n))) % n
+        area = rng.uniform(0.1, 0.5)
+        h = max(1, int(height * math.sqrt(area)))
+        w = max(1, int(width * math.sqrt(area)))
+        y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        images[i, y:y + h, x:x + w] = images[j, y:y + h, x:x + w]
+        masks[i, y:y + h, x:x + w] = masks[j, y:y + h, x:x + w]
+
+
+class SegmentationBatches(keras.utils.PyDataset):
+    """Batches of (float32 normalised RGB (B, H, W, 3), float32 {0,1} mask (B, H, W, 1)).
+
+    Args:
+        source: a :class:`SplitSource` (or any sequence of raw records).
+        batch_size: images per batch.
+        image_size: crop / resize side (or (height, width)); None keeps the stored size.
+        augment: ``none``, ``light`` or ``strong`` (training only).
+        training: shuffle every epoch, augment, random-crop, drop the last partial batch.
+        seed: the order and every augmentation follow from it.
+        cutmix: probability that a training sample receives a box from another one.
+        resize_mode: ``crop`` (random crops in training, resize otherwise) or ``resize``.
+        workers, use_multiprocessing, max_queue_size: as ``keras.utils.PyDataset``.
+    """
+
+    def __init__(self, source, batch_size: int = 8, *, image_size=None, augment: str = "none",
+                 training: bool = False, seed: int = 0, cutmix: float = 0.0, resize_mode: str = "crop",
+                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
+                         max_queue_size=max_queue_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.source = source
+        self.batch_size = batch_size
+        self.training = training
+        self.seed = seed
+        self.cutmix_p = cutmix
+        self._augmentation = (augment, image_size, training, resize_mode)
+        build_augmentation(augment, image_size, training=training, resize_mode=resize_mode)  # check args
+        self._local = threading.local()
+        self.epoch = 0
+        self.order = self._order(0)
+        if len(self) == 0:
+            raise ValueError(f"{len(source)} examples give no full batch of {batch_size}")
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.training:
+            return np.arange(len(self.source))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+
+    def __len__(self) -> int:
+        n = len(self.source)
+        return n // self.batch_size if self.training else math.ceil(n / self.batch_size)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Jump to ``epoch``'s order (resuming a run)."""
+        self.epoch = epoch
+        self.order = self._order(epoch)
+
+    def load(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """The augmented (RGB uint8 image, uint8 mask) at ``position`` of this epoch's order."""
+        image, mask = decode_record(self.source[int(self.order[position])])
+        transform = self._transform()
+        transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, position]).generate_state(1)[0]))
+        out = transform(image=image, mask=mask)
+        return out["image"], out["mask"]
+
+    def _transform(self) -> A.Compose:
+        """One albumentations pipeline per worker thread: re-seeding a shared one would race."""
+        transform = getattr(self._local, "transform", None)
+        if transform is None:
+            augment, image_size, training, resize_mode = self._augmentation
+            transform = build_augmentation(augment, image_size, training=training, resize_mode=resize_mode)
+            self._local.transform = transform
+        return transform
+
+    def __getstate__(self):  # for worker processes: thread-locals do not pickle
+        state = self.__dict__.copy()
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def __getitem__(self, index: int):
+        if index >= len(self):
+            raise IndexError(f"batch {index} out of range ({len(self)} batches)")
+        positions = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.order)))
+        pairs = [self.load(p) for p in positions]
+        images = np.stack([p[0] for p in pairs])
+        masks = np.stack([p[1] for p in pairs])
+        if self.training and self.cutmix_p > 0:
+            cutmix(images, masks, np.random.default_rng([self.seed, self.epoch, index, 1]), self.cutmix_p)
+        return normalise(images), masks[..., None].astype(np.float32)

@@ -1,0 +1,131 @@
+"""The TFDS builder of the Tianchi building dataset (``tianchi_buildings``).
+
+It lives in the package so that ``buildings data build`` works from a plain ``pip install``; the
+TFDS dataset folder ``tfds_builder/tianchi_buildings/`` subclasses it so that TFDS's own
+``tfds build tfds_builder/tianchi_buildings --manual_dir DIR`` finds it by TFDS's conventions.
+Both give the same dataset name, version, splits and examples.
+
+The builder emits encoded bytes only (the original JPEG as-is, the mask as PNG), so generation needs
+no TensorFlow; the default file format is ``array_record`` so the result is readable with
+``tfds.data_source`` (random access, no TensorFlow) whichever way it was built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from buildings.data.contest import CONTEST_FILES, open_contest
+
+IMAGE_SHAPE = (512, 512)
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+Register for the Tianchi learning contest 地表建筑物识别 (building detection in aerial images), download
+its four data files and put them, as downloaded or extracted, in one folder passed as --manual_dir:
+  {CONTEST_FILES[0]}  (3.7 GB; or the extracted train/ folder)
+  {CONTEST_FILES[1]}  (or the extracted train_mask.csv)
+  {CONTEST_FILES[2]}  (or the extracted test_a/ folder)
+  {CONTEST_FILES[3]}
+"""
+
+
+def is_validation(name: str, percent: float) -> bool:
+    """Deterministic hold-out: the first 4 bytes of md5(name) as a fraction below ``percent``%."""
+    digest = hashlib.md5(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < percent / 100.0
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(mask, dtype=np.uint8)[..., None])
+    if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
+        raise RuntimeError("PNG encoding of a mask failed")
+    return data.tobytes()
+
+
+@dataclasses.dataclass
+class TianchiBuildingsConfig(tfds.core.BuilderConfig):
+    validation_percent: float = 5.0
+
+
+class TianchiBuildings(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Tianchi 地表建筑物识别: 512x512 aerial JPEG tiles with binary building masks."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release: train / validation (hash hold-out) / test."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    BUILDER_CONFIGS = [
+        TianchiBuildingsConfig(name="val5", description="5% of train held out for validation",
+                               validation_percent=5.0),
+        TianchiBuildingsConfig(name="val10", description="10% of train held out for validation",
+                               validation_percent=10.0),
+        TianchiBuildingsConfig(name="val20", description="20% of train held out for validation",
+                               validation_percent=20.0),
+    ]
+    DEFAULT_CONFIG_NAME = "val5"
+
+    def __init__(self, *, file_format=None, **kwargs):
+        # array_record unless asked otherwise: readable without TensorFlow via tfds.data_source.
+        super().__init__(file_format=file_format or "array_record", **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(*IMAGE_SHAPE, 3), encoding_format="jpeg"),
+                "mask": tfds.features.Image(shape=(*IMAGE_SHAPE, 1), encoding_format="png"),
+                "has_mask": np.bool_,
+                "name": tfds.features.Text(),
+            }),
+            supervised_keys=("image", "mask"),
+            disable_shuffling=True,  # keeps test in sample-submit order; loaders shuffle per epoch
+            homepage="https://tianchi.aliyun.com/competition/entrance/531872",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        download = open_contest(dl_manager.manual_dir, shape=IMAGE_SHAPE)
+        percent = self.builder_config.validation_percent
+        train = [n for n in download.train_names if not is_validation(n, percent)]
+        validation = [n for n in download.train_names if is_validation(n, percent)]
+        return {
+            "train": self._generate_examples(download, "train", train),
+            "validation": self._generate_examples(download, "train", validation),
+            "test": self._generate_examples(download, "test", download.test_names),
+        }
+
+    def _generate_examples(self, download, split, names):
+        empty_mask = None
+        for example in download.examples(split, names):
+            if example.mask is None:
+                if empty_mask is None:
+                    empty_mask = encode_mask_png(np.zeros(IMAGE_SHAPE, np.uint8))
+                mask_png, has_mask = empty_mask, False
+            else:
+                mask_png, has_mask = encode_mask_png(example.mask), True
+            yield example.name, {
+                "image": example.image_bytes,
+                "mask": mask_png,
+                "has_mask": has_mask,
+                "name": example.name,
+            }
+
+
+def build_dataset(manual_dir, data_dir=None, *, config: str = "val5", overwrite: bool = False):
+    """Build ``tianchi_buildings/<config>`` from the contest files in ``manual_dir`` (no TensorFlow
+    needed; array_record). Returns the version folder. A failed build leaves nothing TFDS or
+    ``buildings`` would take for a dataset (TFDS writes into an ``incomplete.*`` folder and renames
+    it only at the end)."""
+    import os
+    from pathlib import Path
+
+    data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+    builder = TianchiBuildings(data_dir=str(data_dir), config=config)
+    mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    if overwrite:
+        mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+    open_contest(manual_dir, shape=IMAGE_SHAPE)  # fail fast on names / RLE before TFDS starts
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), download_mode=mode))
+    return Path(builder.data_dir)
