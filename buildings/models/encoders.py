@@ -1,0 +1,158 @@
+"""Encoders from ``keras.applications``, with feature taps named by stride (``P1``..``P5``).
+
+Every model in this package takes ImageNet-normalised RGB (what ``buildings.data.pipeline``
+yields). Each ``keras.applications`` family expects its own input (caffe BGR, [0, 255], ...), so
+an encoder is preceded by a fixed, non-trainable 1x1 convolution that converts one to the other:
+pretrained weights see exactly the input they were trained on.
+
+Taps are found by shape inference on a probe input (the last non-padding layer at each stride),
+not from hard-coded layer names, which in some families depend on Keras's global name counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+__all__ = ["ENCODERS", "Encoder", "build_encoder", "dilate_resnet"]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    constructor: str  # attribute of keras.applications
+    input_mode: str  # "caffe" (BGR, mean-subtracted 0..255), "raw255" (RGB 0..255), "torch" (as given)
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "resnet50": EncoderSpec("ResNet50", "caffe"),
+    "resnet101": EncoderSpec("ResNet101", "caffe"),
+    "resnet152": EncoderSpec("ResNet152", "caffe"),
+    "efficientnetb0": EncoderSpec("EfficientNetB0", "raw255"),
+    "efficientnetb3": EncoderSpec("EfficientNetB3", "raw255"),
+    "efficientnetv2b0": EncoderSpec("EfficientNetV2B0", "raw255"),
+    "efficientnetv2b1": EncoderSpec("EfficientNetV2B1", "raw255"),
+    "efficientnetv2b2": EncoderSpec("EfficientNetV2B2", "raw255"),
+    "efficientnetv2b3": EncoderSpec("EfficientNetV2B3", "raw255"),
+    "efficientnetv2s": EncoderSpec("EfficientNetV2S", "raw255"),
+    "mobilenetv3large": EncoderSpec("MobileNetV3Large", "raw255"),
+    "mobilenetv3small": EncoderSpec("MobileNetV3Small", "raw255"),
+    "convnexttiny": EncoderSpec("ConvNeXtTiny", "raw255"),
+    "densenet121": EncoderSpec("DenseNet121", "torch"),
+    "vgg16": EncoderSpec("VGG16", "caffe"),
+}
+
+
+@dataclass
+class Encoder:
+    """A backbone as a functional sub-graph: ``features[stride]`` are tensors of the caller's graph."""
+
+    name: str
+    features: dict[int, keras.KerasTensor]
+    model: keras.Model
+
+
+def _adapter_weights(mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """1x1 conv kernel (1, 1, 3, 3) and bias mapping ImageNet-normalised RGB to ``mode``."""
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    bias = np.zeros(3, np.float32)
+    for out in range(3):
+        if mode == "caffe":  # out channel `out` is BGR: from RGB channel 2 - out
+            src = 2 - out
+            kernel[0, 0, src, out] = 255.0 * IMAGENET_STD[src]
+            bias[out] = 255.0 * IMAGENET_MEAN[src] - CAFFE_MEAN_BGR[out]
+        elif mode == "raw255":
+            kernel[0, 0, out, out] = 255.0 * IMAGENET_STD[out]
+            bias[out] = 255.0 * IMAGENET_MEAN[out]
+        else:
+            kernel[0, 0, out, out] = 1.0
+    return kernel, bias
+
+
+def _find_taps(model: keras.Model, probe: int = 64) -> dict[int, str]:
+    """{stride: layer name} for strides 2..32: the last non-padding layer at each stride."""
+    candidates = [
+        layer for layer in model.layers[1:]
+        if not isinstance(layer, layers.ZeroPadding2D) and len(getattr(layer.output, "shape", ())) == 4
+    ]
+    probe_model = keras.Model(model.input, [layer.output for layer in candidates])
+    specs = probe_model.compute_output_spec(keras.KerasTensor((1, probe, probe, 3)))
+    taps = {}
+    for layer, spec in zip(candidates, specs, strict=True):
+        size = spec.shape[1]
+        if size and probe % size == 0 and probe // size in (2, 4, 8, 16, 32):
+            taps[probe // size] = layer.name
+    return taps
+
+
+def dilate_resnet(model: keras.Model, output_stride: int) -> keras.Model:
+    """A copy of a keras.applications ResNet (v1) with the last stage(s) dilated instead of strided:
+    output stride 16 dilates conv5 (rate 2); 8 also conv4 (rates 2 and 4). Weights are copied."""
+    if output_stride == 32:
+        return model
+    plan = {"conv5": 2} if output_stride == 16 else {"conv4": 2, "conv5": 4} if output_stride == 8 else None
+    if plan is None:
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+
+    def clone(layer):
+        config = layer.get_config()
+        stage = layer.name.split("_")[0]
+        if stage in plan:
+            if layer.name in (f"{stage}_block1_0_conv", f"{stage}_block1_1_conv"):
+                config["strides"] = (1, 1)
+            if layer.name.endswith("_2_conv"):
+                config["dilation_rate"] = (plan[stage], plan[stage])
+        return layer.__class__.from_config(config)
+
+    dilated = keras.models.clone_model(model, clone_function=clone)
+    for source, target in zip(model.layers, dilated.layers, strict=True):
+        if source.weights:
+            target.set_weights(source.get_weights())
+    return dilated
+
+
+def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -> Encoder:
+    """Add encoder ``name`` (a key of ENCODERS) to the graph of ``inputs`` (ImageNet-normalised).
+
+    ``weights``: None (random init), ``"imagenet"`` (downloaded by keras.applications on first use)
+    or a path to a weights file saved from the same encoder (``encoder.save_weights``).
+    ``output_stride`` 16 or 8 dilates the last stage(s) (ResNet family only).
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)} (or 'none' for unet)")
+    spec = ENCODERS[key]
+    local_file = None
+    if weights not in (None, "none", "imagenet"):
+        local_file = Path(weights).expanduser()
+        if not local_file.is_file():
+            raise FileNotFoundError(f"encoder weights file not found: {local_file}")
+    constructor = getattr(keras.applications, spec.constructor)
+    backbone = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
+                           input_shape=(None, None, 3))
+    if local_file is not None:
+        try:
+            backbone.load_weights(str(local_file))
+        except Exception as err:  # Keras raises several types for mismatched files
+            raise ValueError(f"{local_file}: not weights of a {spec.constructor} encoder ({err})") from None
+    if output_stride != 32:
+        if not key.startswith("resnet"):
+            raise ValueError(f"output_stride {output_stride} needs a ResNet encoder, got {name!r}")
+        backbone = dilate_resnet(backbone, output_stride)
+    taps = _find_taps(backbone)
+    features_model = keras.Model(backbone.input, {f"P{s.bit_length() - 1}": backbone.get_layer(n).output
+                                                   for s, n in taps.items()}, name=f"{key}_encoder")
+    kernel, bias = _adapter_weights(spec.input_mode)
+    adapter = layers.Conv2D(3, 1, name="encoder_input_adapter", trainable=False)
+    x = adapter(inputs)
+    adapter.set_weights([kernel, bias])
+    outputs = features_model(x)
+    features = {2 ** int(level[1:]): tensor for level, tensor in outputs.items()}
+    return Encoder(name=key, features=features, model=features_model)

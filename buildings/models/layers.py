@@ -1,0 +1,144 @@
+"""Shared building blocks: conv blocks, attention gates, squeeze-excitation, CBAM, ASPP.
+
+Blocks are functions that add standard Keras layers to a functional graph, so models serialise
+as plain functional configs. Two tiny custom layers cover what no built-in layer does with a
+dynamic spatial size (resize to another tensor's size, pool across channels); both are registered
+for ``.keras`` save / load on every backend.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+__all__ = [
+    "ChannelPool",
+    "ResizeLike",
+    "aspp",
+    "attention_gate",
+    "cbam",
+    "conv_bn_relu",
+    "conv_block",
+    "decoder_attention",
+    "segmentation_head",
+    "squeeze_excitation",
+]
+
+
+@keras.saving.register_keras_serializable(package="buildings")
+class ResizeLike(layers.Layer):
+    """Resize the first input to the spatial size of the second (channels_last), bilinear."""
+
+    def __init__(self, interpolation: str = "bilinear", **kwargs):
+        super().__init__(**kwargs)
+        self.interpolation = interpolation
+
+    def call(self, inputs):
+        source, reference = inputs
+        size = ops.shape(reference)[1:3]
+        return ops.image.resize(source, size, interpolation=self.interpolation)
+
+    def compute_output_shape(self, input_shapes):
+        source, reference = input_shapes
+        return (source[0], reference[1], reference[2], source[3])
+
+    def get_config(self):
+        return {**super().get_config(), "interpolation": self.interpolation}
+
+
+@keras.saving.register_keras_serializable(package="buildings")
+class ChannelPool(layers.Layer):
+    """Mean and max over channels, stacked: (B, H, W, C) → (B, H, W, 2) (CBAM's spatial input)."""
+
+    def call(self, inputs):
+        return ops.concatenate(
+            [ops.mean(inputs, axis=-1, keepdims=True), ops.max(inputs, axis=-1, keepdims=True)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2)
+
+
+def conv_bn_relu(x, filters: int, kernel_size: int = 3, *, dilation: int = 1, name: str):
+    x = layers.Conv2D(filters, kernel_size, padding="same", dilation_rate=dilation, use_bias=False,
+                      name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def conv_block(x, filters: int, *, name: str):
+    """Two 3x3 conv + BatchNorm + ReLU (the U-Net block)."""
+    x = conv_bn_relu(x, filters, name=f"{name}_1")
+    return conv_bn_relu(x, filters, name=f"{name}_2")
+
+
+def squeeze_excitation(x, *, ratio: int = 16, name: str):
+    """Squeeze-and-excitation (Hu et al.): channel weights from global average pooling."""
+    channels = x.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    s = layers.Conv2D(max(channels // ratio, 4), 1, activation="relu", name=f"{name}_reduce")(s)
+    s = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_expand")(s)
+    return layers.Multiply(name=f"{name}_scale")([x, s])
+
+
+def cbam(x, *, ratio: int = 16, kernel_size: int = 7, name: str):
+    """CBAM (Woo et al.): channel attention from avg+max pooling, then spatial attention."""
+    channels = x.shape[-1]
+    hidden = layers.Conv2D(max(channels // ratio, 4), 1, activation="relu", name=f"{name}_mlp_1")
+    out = layers.Conv2D(channels, 1, name=f"{name}_mlp_2")
+    avg = out(hidden(layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_avg")(x)))
+    mx = out(hidden(layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}_max")(x)))
+    channel = layers.Activation("sigmoid", name=f"{name}_channel_gate")(layers.Add(name=f"{name}_sum")([avg, mx]))
+    x = layers.Multiply(name=f"{name}_channel_scale")([x, channel])
+    spatial = ChannelPool(name=f"{name}_channel_pool")(x)
+    spatial = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid", name=f"{name}_spatial_gate")(spatial)
+    return layers.Multiply(name=f"{name}_spatial_scale")([x, spatial])
+
+
+def decoder_attention(x, kind: str | None, *, name: str):
+    """Apply the decoder attention chosen by ``decoder_attention`` (none / se / cbam)."""
+    if kind in (None, "none"):
+        return x
+    if kind == "se":
+        return squeeze_excitation(x, name=f"{name}_se")
+    if kind == "cbam":
+        return cbam(x, name=f"{name}_cbam")
+    raise ValueError(f"decoder_attention must be 'none', 'se' or 'cbam', got {kind!r}")
+
+
+def attention_gate(skip, gating, *, inter_channels: int, name: str):
+    """Additive attention gate (Oktay et al., Attention U-Net).
+
+    ``gating`` is the coarser decoder signal (half the resolution of ``skip``); it is upsampled,
+    both are projected to ``inter_channels``, and a sigmoid map in [0, 1] rescales ``skip``.
+    """
+    g = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(gating)
+    g = layers.Conv2D(inter_channels, 1, use_bias=True, name=f"{name}_wg")(g)
+    g = layers.BatchNormalization(name=f"{name}_wg_bn")(g)
+    x = layers.Conv2D(inter_channels, 1, use_bias=False, name=f"{name}_wx")(skip)
+    x = layers.BatchNormalization(name=f"{name}_wx_bn")(x)
+    a = layers.Activation("relu", name=f"{name}_relu")(layers.Add(name=f"{name}_add")([g, x]))
+    a = layers.Conv2D(1, 1, name=f"{name}_psi")(a)
+    a = layers.BatchNormalization(name=f"{name}_psi_bn")(a)
+    a = layers.Activation("sigmoid", name=f"{name}_alpha")(a)
+    return layers.Multiply(name=f"{name}_gated")([skip, a])
+
+
+def aspp(x, *, filters: int = 256, rates=(6, 12, 18), dropout: float = 0.1, name: str = "aspp"):
+    """Atrous spatial pyramid pooling (DeepLabV3): 1x1, three dilated 3x3 and image pooling."""
+    branches = [conv_bn_relu(x, filters, 1, name=f"{name}_1x1")]
+    for rate in rates:
+        branches.append(conv_bn_relu(x, filters, 3, dilation=rate, name=f"{name}_rate{rate}"))
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_image_pool")(x)
+    pooled = conv_bn_relu(pooled, filters, 1, name=f"{name}_pool")
+    branches.append(ResizeLike(name=f"{name}_pool_resize")([pooled, x]))
+    y = layers.Concatenate(name=f"{name}_concat")(branches)
+    y = conv_bn_relu(y, filters, 1, name=f"{name}_project")
+    return layers.Dropout(dropout, name=f"{name}_dropout")(y) if dropout else y
+
+
+def segmentation_head(x, num_classes: int, *, kernel_size: int = 1, name: str = "head"):
+    """Logits: ``num_classes`` channels (1 = one binary logit), float32 even under mixed precision."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    x = layers.Conv2D(num_classes, kernel_size, padding="same", name=f"{name}_conv")(x)
+    return layers.Activation("linear", dtype="float32", name="logits")(x)

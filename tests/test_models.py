@@ -1,0 +1,115 @@
+"""Models: shapes at several sizes, logits, save / load, options. Backend-neutral (see test_backends)."""
+
+import keras
+import numpy as np
+import pytest
+from backend_utils import to_numpy
+
+import buildings  # noqa: F401
+from buildings.models import ENCODERS, build_model, load_model
+from buildings.models.encoders import build_encoder
+
+SMALL = {
+    "unet": {"filters": 8, "depth": 5},
+    "attunet": {"filters": 8, "depth": 5},
+    "deeplabv3plus": {},
+    "fcn": {},
+}
+SIZES = [(256, 256), (512, 512), (320, 480)]
+
+
+@pytest.fixture(scope="module", params=list(SMALL))
+def model_name_and_model(request):
+    return request.param, build_model(request.param, num_classes=1, **SMALL[request.param])
+
+
+def test_output_shapes_at_several_sizes(model_name_and_model):
+    name, model = model_name_and_model
+    for height, width in SIZES:
+        x = np.random.default_rng(0).normal(size=(1, height, width, 3)).astype("float32")
+        y = to_numpy(model(x, training=False))
+        assert y.shape == (1, height, width, 1), (name, height, width)
+        assert np.isfinite(y).all()
+    # logits, not probabilities: no sigmoid squashing inside the model
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_num_classes_gives_that_many_logits(name):
+    model = build_model(name, num_classes=3, **SMALL[name])
+    assert tuple(model(np.zeros((2, 64, 96, 3), "float32")).shape) == (2, 64, 96, 3)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_keras_save_load_round_trip(name, tmp_path):
+    model = build_model(name, num_classes=2, decoder_attention="cbam", **SMALL[name])
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32")
+    before = to_numpy(model(x, training=False))
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = load_model(path)
+    np.testing.assert_allclose(to_numpy(loaded(x, training=False)), before, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ["resnet50", "efficientnetv2b0", "mobilenetv3large"])
+def test_encoder_taps_are_named_by_stride(encoder):
+    inputs = keras.Input((None, None, 3))
+    features = build_encoder(inputs, encoder).features
+    assert set(features) >= {4, 8, 16, 32}
+    probe = keras.Model(inputs, [features[s] for s in sorted(features)])
+    for stride, out in zip(sorted(features), probe(np.zeros((1, 128, 96, 3), "float32")), strict=True):
+        assert tuple(out.shape[1:3]) == (128 // stride, 96 // stride)
+
+
+@pytest.mark.parametrize("attention", ["none", "se", "cbam"])
+def test_unet_with_encoder_and_decoder_attention(attention):
+    model = build_model("unet", encoder="mobilenetv3small", decoder_attention=attention)
+    assert tuple(model(np.zeros((1, 96, 64, 3), "float32")).shape) == (1, 96, 64, 1)
+    names = {layer.name for layer in model.layers}
+    assert any(attention in n for n in names) == (attention != "none")
+
+
+def test_deeplab_output_stride_16_dilates_the_last_stage():
+    model = build_model("deeplabv3plus")
+    encoder = model.get_layer("resnet50_encoder")
+    assert encoder.get_layer("conv5_block2_2_conv").dilation_rate == (2, 2)
+    assert encoder.get_layer("conv5_block1_1_conv").strides == (1, 1)
+    assert encoder.get_layer("conv4_block1_1_conv").strides == (2, 2)
+    rates = sorted(layer.dilation_rate[0] for layer in model.layers if layer.name.startswith("aspp_rate") and layer.name.endswith("_conv"))
+    assert rates == [6, 12, 18]
+
+
+def test_encoder_weights_from_a_local_file(tmp_path):
+    source = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(None, None, 3))
+    path = tmp_path / "encoder.weights.h5"
+    source.save_weights(path)
+    model = build_model("unet", encoder="mobilenetv3small", encoder_weights=str(path))
+    encoder = model.get_layer("mobilenetv3small_encoder")
+    for a, b in zip(source.weights, encoder.weights[: len(source.weights)], strict=True):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_model("unet", encoder="resnet50", encoder_weights=str(tmp_path / "missing.h5"))
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("segformer")
+    with pytest.raises(TypeError, match="does not take"):
+        build_model("unet", output_stride=8)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_model("unet", encoder="resnet9000")
+    with pytest.raises(ValueError, match="needs a ResNet encoder"):
+        build_model("deeplabv3plus", encoder="mobilenetv3small")
+    with pytest.raises(ValueError, match="decoder_attention"):
+        build_model("unet", filters=4, depth=1, decoder_attention="transformer")
+    assert "resnet50" in ENCODERS
+
+
+def test_mixed_precision_keeps_float32_logits():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model("unet", filters=4, depth=2)
+        y = model(np.zeros((1, 32, 32, 3), "float32"))
+        assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
