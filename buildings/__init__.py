@@ -8,6 +8,9 @@ cheap and the RLE / submission tools work without touching a deep-learning frame
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# TensorFlow, when installed, is imported by some Keras / TFDS utilities even on other backends;
+# keep its C++ start-up chatter (oneDNN, absl) off the terminal unless the user asks for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from buildings.rle import decode_rle, encode_rle, validate_rle  # noqa: E402
 from buildings.submission import (  # noqa: E402

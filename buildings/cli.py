@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import click
 
@@ -153,6 +154,114 @@ def data_synth(out, n, seed):
 
     paths = write_synthetic_contest(out, n, seed=seed)
     click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+
+
+def _parse_model_options(values) -> dict:
+    options = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--model-option")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+# (flag name, FitConfig field, click type, help); defaults come from FitConfig.
+FIT_OPTIONS = [
+    ("--model", "model", click.Choice(["unet", "attunet", "deeplabv3plus", "fcn"]), "Architecture."),
+    ("--data", "data", str, "Dataset name (under --data-dir) or folder, e.g. tianchi_buildings/val10."),
+    ("--data-dir", "data_dir", str, "TFDS data_dir [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."),
+    ("--epochs", "epochs", click.IntRange(1), "Epochs in all (both stages)."),
+    ("--batch-size", "batch_size", click.IntRange(1), "Images per batch."),
+    ("--image-size", "image_size", click.IntRange(32), "Training crop / resize side (multiple of 32)."),
+    ("--resize-mode", "resize_mode", click.Choice(["crop", "resize"]), "Random crops or resizing."),
+    ("--lr", "lr", float, "Peak learning rate (AdamW, warmup then cosine decay per step)."),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay."),
+    ("--warmup-epochs", "warmup_epochs", float, "Linear warmup length in epochs."),
+    ("--clip-norm", "clip_norm", float, "Global gradient-norm clipping."),
+    ("--loss", "loss", click.Choice(["bce", "dice", "bce_dice", "lovasz_hinge", "focal", "ce",
+                                     "lovasz_softmax", "multiclass_dice", "ce_lovasz"]), "Loss."),
+    ("--aug", "aug", click.Choice(["none", "light", "strong"]), "Augmentation preset."),
+    ("--cutmix", "cutmix", click.FloatRange(0, 1), "Per-sample CutMix probability."),
+    ("--precision", "precision", click.Choice(["auto", "bf16", "fp16", "fp32"]), "Mixed precision."),
+    ("--encoder", "encoder", str, "keras.applications encoder (resnet50, efficientnetv2b0, ...; none)."),
+    ("--encoder-weights", "encoder_weights", str, "imagenet, a local weights file, or none."),
+    ("--freeze-encoder-epochs", "freeze_encoder_epochs", click.IntRange(0), "Train with the encoder frozen first."),
+    ("--num-classes", "num_classes", click.IntRange(1), "1 = binary logit; N = N classes."),
+    ("--threshold", "threshold", click.FloatRange(0, 1, min_open=True, max_open=True), "Metric threshold."),
+    ("--seed", "seed", int, "Seed of weights, order and augmentation."),
+    ("--steps-per-epoch", "steps_per_epoch", click.IntRange(1), "Cap on training steps per epoch."),
+    ("--early-stopping", "early_stopping", click.IntRange(0), "Patience in epochs (0 = off)."),
+    ("--max-minutes", "max_minutes", click.FloatRange(0, min_open=True), "Stop after this wall-time budget."),
+    ("--workers", "workers", click.IntRange(1), "Loader workers (threads)."),
+    ("--run-dir", "run_dir", str, "Run directory [default: runs/<model>-<time>]."),
+]
+
+
+def _fit_options(function):
+    from buildings.config import FitConfig
+
+    defaults = FitConfig()
+    for flag, name, kind, text in reversed(FIT_OPTIONS):
+        function = click.option(flag, name, type=kind, default=getattr(defaults, name), show_default=True,
+                                help=text)(function)
+    return function
+
+
+@main.command("fit")
+@_fit_options
+@click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
+              help="Extra model option, e.g. filters=32 or decoder_attention=cbam (repeatable).")
+@click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs (needs the tf extra).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Options from a JSON file (a run's config.json); flags given here override it.")
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
+              help="Continue the run in this directory from its last finished epoch.")
+@click.pass_context
+def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags):
+    """Train a model with model.fit on the active Keras backend (torch unless KERAS_BACKEND says
+    otherwise), on the GPU when one is visible."""
+    import dataclasses
+    import shlex
+    import sys
+
+    from click.core import ParameterSource
+
+    from buildings.config import FitConfig
+    from buildings.training import describe_device, fit, load_run_config
+
+    given = {k: v for k, v in flags.items()
+             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    if resume_dir:
+        base = load_run_config(Path(resume_dir) / "config.json")
+        given["run_dir"] = str(resume_dir)
+    elif config_file:
+        base = dataclasses.replace(load_run_config(config_file), run_dir=None)  # a new run directory
+    else:
+        base = FitConfig(**flags)
+    if model_option:
+        given["model_options"] = {**base.model_options, **_parse_model_options(model_option)}
+    if tensorboard:
+        given["tensorboard"] = True
+    config = dataclasses.replace(base, **given)
+    click.echo(f"backend {keras_backend()} on {describe_device()}; model {config.model}; data {config.data}",
+               err=True)
+    try:
+        result = fit(config, resume=bool(resume_dir), command=shlex.join(sys.argv))
+    except (FileExistsError, ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    best = "n/a" if result.best_dice is None else f"{result.best_dice:.4f} (epoch {result.best_epoch})"
+    click.echo(f"run {result.run_dir}: epochs {result.initial_epoch}..{result.initial_epoch + result.epochs_run - 1}"
+               f" in {result.wall_seconds:.0f} s; best validation score {best}")
+
+
+def keras_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -94,7 +94,7 @@ def main() -> None:
                 row = json.loads(line)
                 table.setdefault(row["model"], {"params": row["params"]})[backend] = row["seconds"]
     print(f"forward pass, 1 image {args.size}x{args.size}, CPU ({os.cpu_count()} cores), median of {args.repeat}")
-    print(f"| model | parameters | " + " | ".join(f"{b} s" for b in backends) + " |")
+    print("| model | parameters | " + " | ".join(f"{b} s" for b in backends) + " |")
     print("|---|---:|" + "---:|" * len(backends))
     for name, row in table.items():
         print(f"| {name} | {row['params']:,} | " + " | ".join(f"{row[b]:.2f}" for b in backends) + " |")
