@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import click
@@ -111,7 +112,7 @@ def data_stats(data_, data_dir, as_json):
 
     try:
         total = sum(len(open_split(data_, s, data_dir)) for s in ("train", "validation", "test"))
-        with click.progressbar(length=total, label="reading", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=total, label="reading", file=sys.stderr) as bar:
             stats = dataset_stats(data_, data_dir=data_dir, progress=bar.update)
     except DatasetNotFoundError as err:
         raise _data_error(err) from None
@@ -256,6 +257,168 @@ def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags
     best = "n/a" if result.best_dice is None else f"{result.best_dice:.4f} (epoch {result.best_epoch})"
     click.echo(f"run {result.run_dir}: epochs {result.initial_epoch}..{result.initial_epoch + result.epochs_run - 1}"
                f" in {result.wall_seconds:.0f} s; best validation score {best}")
+
+
+def _predictor_options(function):
+    options = [
+        click.option("--checkpoint", "checkpoints", multiple=True, required=True,
+                     type=click.Path(dir_okay=False), help="A .keras checkpoint; repeat for an ensemble."),
+        click.option("--weights", default=None, help="Ensemble weights, comma-separated (default equal)."),
+        click.option("--vote", is_flag=True, help="Ensemble by per-pixel majority vote instead of mean."),
+        click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+                     help="Test-time augmentation (mean of probabilities)."),
+        click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+                     show_default=True),
+        click.option("--min-area", type=click.IntRange(0), default=0, show_default=True,
+                     help="Drop predicted components smaller than this many pixels."),
+        click.option("--fill-holes", is_flag=True, help="Fill holes inside predicted buildings."),
+        click.option("--tile", type=click.IntRange(32), default=512, show_default=True,
+                     help="Window side for larger images (multiple of 32)."),
+        click.option("--overlap", type=click.IntRange(0), default=128, show_default=True,
+                     help="Overlap of neighbouring windows, blended."),
+        click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
+        click.option("--data", "data_", default="tianchi_buildings", show_default=True,
+                     help="Dataset name (under --data-dir) or folder."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size):
+    from buildings.inference import Predictor, load_checkpoints
+
+    parsed = None
+    if weights:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"{weights!r}: comma-separated numbers", param_hint="--weights") from None
+    models = load_checkpoints(checkpoints)
+    return Predictor(models, tta=tta, weights=parsed, vote=vote, threshold=threshold, tile=tile,
+                     overlap=overlap, batch_size=batch_size)
+
+
+def _bar(length, label):
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
+@main.command("predict")
+@_predictor_options
+@click.option("--images", type=click.Path(), default=None,
+              help="Predict these instead of the dataset's test split: an image, a folder or a zip.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Submission file to write (name<TAB>rle lines).")
+@click.option("--save-masks", type=click.Path(file_okay=False), default=None, help="Folder for mask PNGs.")
+@click.option("--save-overlays", type=click.Path(file_okay=False), default=None, help="Folder for overlay PNGs.")
+def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap, batch_size,
+                    data_, data_dir, images, out, save_masks, save_overlays):
+    """Predict building masks and write the contest submission (test split in sample-submit order)."""
+    from buildings.data.pipeline import DatasetNotFoundError, open_split
+    from buildings.inference import (
+        CheckpointError,
+        ImageReadError,
+        iter_images,
+        predict_to_submission,
+        split_items,
+    )
+
+    if not (out or save_masks or save_overlays):
+        raise click.UsageError("nothing to write: give --out, --save-masks or --save-overlays")
+    try:
+        predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+        if images:
+            items = list(iter_images(images))
+            total = len(items)
+        else:
+            total = len(open_split(data_, "test", data_dir))
+            items = split_items(data_, "test", data_dir)
+        click.echo(f"{len(predictor.models)} model(s), tta {tta}, on {_device()}", err=True)
+        with _bar(total, "predicting") as bar:
+            rows = predict_to_submission(predictor, items, out, min_area=min_area, holes=fill_holes,
+                                         save_masks=save_masks, save_overlays=save_overlays, progress=bar.update)
+    except (CheckpointError, ImageReadError, DatasetNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    empty = sum(1 for rle in rows.values() if not rle)
+    click.echo(f"{len(rows)} images, {empty} with no building" + (f"; wrote {out}" if out else ""))
+
+
+@main.command("evaluate")
+@_predictor_options
+@click.option("--split", default="validation", show_default=True)
+@click.option("--gallery", type=click.Path(dir_okay=False), default=None, help="PNG of the worst images.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap, batch_size,
+                     data_, data_dir, split, gallery, as_json):
+    """Contest Dice, IoU, precision and recall of checkpoint(s) on a labelled split."""
+    from buildings.data.pipeline import DatasetNotFoundError, open_split
+    from buildings.inference import CheckpointError, evaluate
+
+    try:
+        predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+        with _bar(len(open_split(data_, split, data_dir)), "evaluating") as bar:
+            result = evaluate(predictor, data_, split, data_dir, min_area=min_area, holes=fill_holes,
+                              gallery=gallery, progress=bar.update)
+    except (CheckpointError, DatasetNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    click.echo(f"images {result.n_images} ({result.n_empty} without buildings)")
+    click.echo(f"contest Dice {result.dice:.4f}  IoU {result.iou:.4f}  precision {result.precision:.4f}  "
+               f"recall {result.recall:.4f}  Dice on images with buildings {result.dice_with_buildings:.4f}")
+    click.echo("worst: " + ", ".join(f"{n} {d:.3f}" for n, d, _ in result.per_image[:5]))
+    if gallery:
+        click.echo(f"wrote {gallery}")
+
+
+@main.command("tune-threshold")
+@_predictor_options
+@click.option("--split", default="validation", show_default=True)
+def tune_threshold_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap,
+                           batch_size, data_, data_dir, split):
+    """The probability threshold that maximises contest Dice on a labelled split (0.10..0.90)."""
+    from buildings.data.pipeline import DatasetNotFoundError, open_split
+    from buildings.inference import DEFAULT_THRESHOLDS, CheckpointError, evaluate
+
+    try:
+        predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+        with _bar(len(open_split(data_, split, data_dir)), "evaluating") as bar:
+            _, sweep = evaluate(predictor, data_, split, data_dir, min_area=min_area, holes=fill_holes,
+                                thresholds=DEFAULT_THRESHOLDS, progress=bar.update)
+    except (CheckpointError, DatasetNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    best = max(sweep, key=lambda t: (sweep[t], -abs(t - 0.5)))
+    for t, dice in sweep.items():
+        click.echo(f"threshold {t:.2f}  contest Dice {dice:.4f}" + ("  <- best" if t == best else ""))
+    click.echo(f"best threshold {best:.2f} (contest Dice {sweep[best]:.4f}); use --threshold {best:.2f}")
+
+
+@main.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="buildings-demo", show_default=True)
+@click.option("--minutes", type=click.FloatRange(0.1), default=2.0, show_default=True,
+              help="Training time budget.")
+@click.option("--n", type=click.IntRange(16), default=64, show_default=True, help="Synthetic tiles.")
+@click.option("--seed", default=0, show_default=True)
+def demo_command(out, minutes, n, seed):
+    """Synthesise contest data, build the dataset, train a small model, predict the test split,
+    write the submission and an overlay PNG, and print the score."""
+    from buildings.demo import run_demo
+
+    click.echo(f"backend {_device()}")
+    result = run_demo(out, minutes=minutes, n=n, seed=seed, say=click.echo)
+    score = result["score"]
+    click.echo(f"submission {result['submission']}  overlay {result['overlay']}  run {result['run_dir']}")
+    click.echo(f"contest score (mean image Dice) {score.dice:.4f} on {score.n_images} synthetic test tiles "
+               f"(IoU {score.iou:.4f}; Dice on tiles with buildings {score.dice_with_buildings:.4f}; "
+               f"empty tiles predicted empty {score.empty_predicted_empty}/{score.n_truth_empty})")
+
+
+def _device() -> str:
+    from buildings.training import describe_device
+
+    return f"{keras_backend()} {describe_device()}"
 
 
 def keras_backend() -> str:

@@ -12,7 +12,14 @@ import keras
 from keras import layers
 
 from buildings.models.encoders import build_encoder
-from buildings.models.layers import ResizeLike, aspp, conv_bn_relu, decoder_attention, segmentation_head
+from buildings.models.layers import (
+    ResizeLike,
+    Upsample,
+    aspp,
+    conv_bn_relu,
+    decoder_attention,
+    segmentation_head,
+)
 
 
 def build_deeplabv3plus(*, num_classes: int = 1, encoder: str = "resnet50", encoder_weights=None,
@@ -38,5 +45,5 @@ def build_deeplabv3plus(*, num_classes: int = 1, encoder: str = "resnet50", enco
     x = conv_bn_relu(x, 256, name="decoder_1")
     x = conv_bn_relu(x, 256, name="decoder_2")
     x = decoder_attention(x, decoder_attention_type, name="decoder")
-    x = layers.UpSampling2D(4, interpolation="bilinear", name="final_up")(x)
+    x = Upsample(4, name="final_up")(x)
     return keras.Model(inputs, segmentation_head(x, num_classes), name=name)

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from buildings.models.encoders import build_encoder
-from buildings.models.layers import conv_bn_relu, decoder_attention, segmentation_head
+from buildings.models.layers import Upsample, conv_bn_relu, decoder_attention, segmentation_head
 
 
 def build_fcn(*, num_classes: int = 1, encoder: str = "resnet50", encoder_weights=None,
@@ -26,5 +26,5 @@ def build_fcn(*, num_classes: int = 1, encoder: str = "resnet50", encoder_weight
     x = decoder_attention(x, decoder_attention_type, name="fcn_head")
     x = layers.Dropout(dropout, name="fcn_dropout")(x)
     x = segmentation_head(x, num_classes, name="fcn_classifier")
-    x = layers.UpSampling2D(output_stride, interpolation="bilinear", name="fcn_up")(x)
+    x = Upsample(output_stride, name="fcn_up")(x)
     return keras.Model(inputs, layers.Activation("linear", dtype="float32", name="logits_up")(x), name=name)

@@ -14,6 +14,7 @@ from keras import layers, ops
 __all__ = [
     "ChannelPool",
     "ResizeLike",
+    "Upsample",
     "aspp",
     "attention_gate",
     "cbam",
@@ -23,6 +24,19 @@ __all__ = [
     "segmentation_head",
     "squeeze_excitation",
 ]
+
+
+def _resize(images, size, interpolation: str = "bilinear"):
+    """``keras.ops.image.resize`` to a size known only at run time.
+
+    Keras checks ``size[0] <= 0`` in Python, which a symbolic size cannot answer inside a compiled
+    TensorFlow function (any-size inputs in ``predict``); there, call ``tf.image.resize`` directly.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.image.resize(images, size, method=interpolation)
+    return ops.image.resize(images, size, interpolation=interpolation)
 
 
 @keras.saving.register_keras_serializable(package="buildings")
@@ -35,8 +49,8 @@ class ResizeLike(layers.Layer):
 
     def call(self, inputs):
         source, reference = inputs
-        size = ops.shape(reference)[1:3]
-        return ops.image.resize(source, size, interpolation=self.interpolation)
+        shape = ops.shape(reference)
+        return _resize(source, (shape[1], shape[2]), self.interpolation)
 
     def compute_output_shape(self, input_shapes):
         source, reference = input_shapes
@@ -44,6 +58,31 @@ class ResizeLike(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "interpolation": self.interpolation}
+
+
+@keras.saving.register_keras_serializable(package="buildings")
+class Upsample(layers.Layer):
+    """Bilinear upsampling by an integer ``factor`` that works with unknown spatial sizes.
+
+    ``keras.layers.UpSampling2D(interpolation="bilinear")`` computes the new size from the static
+    shape, which fails inside a compiled TensorFlow predict on inputs of any size; this reads the
+    size at run time (``ops.shape``), identically on every backend.
+    """
+
+    def __init__(self, factor: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        return _resize(inputs, (shape[1] * self.factor, shape[2] * self.factor))
+
+    def compute_output_shape(self, input_shape):
+        scale = [None if d is None else d * self.factor for d in input_shape[1:3]]
+        return (input_shape[0], *scale, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
 
 
 @keras.saving.register_keras_serializable(package="buildings")
@@ -58,10 +97,17 @@ class ChannelPool(layers.Layer):
         return (*input_shape[:-1], 2)
 
 
+def batch_norm(*, name: str):
+    """BatchNormalization with momentum 0.9 (PyTorch's 0.1): Keras's 0.99 leaves the moving
+    statistics far from the data after the few hundred steps of a short run, and validation then
+    sees garbage."""
+    return layers.BatchNormalization(momentum=0.9, name=name)
+
+
 def conv_bn_relu(x, filters: int, kernel_size: int = 3, *, dilation: int = 1, name: str):
     x = layers.Conv2D(filters, kernel_size, padding="same", dilation_rate=dilation, use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batch_norm(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -111,14 +157,14 @@ def attention_gate(skip, gating, *, inter_channels: int, name: str):
     ``gating`` is the coarser decoder signal (half the resolution of ``skip``); it is upsampled,
     both are projected to ``inter_channels``, and a sigmoid map in [0, 1] rescales ``skip``.
     """
-    g = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(gating)
+    g = Upsample(2, name=f"{name}_up")(gating)
     g = layers.Conv2D(inter_channels, 1, use_bias=True, name=f"{name}_wg")(g)
-    g = layers.BatchNormalization(name=f"{name}_wg_bn")(g)
+    g = batch_norm(name=f"{name}_wg_bn")(g)
     x = layers.Conv2D(inter_channels, 1, use_bias=False, name=f"{name}_wx")(skip)
-    x = layers.BatchNormalization(name=f"{name}_wx_bn")(x)
+    x = batch_norm(name=f"{name}_wx_bn")(x)
     a = layers.Activation("relu", name=f"{name}_relu")(layers.Add(name=f"{name}_add")([g, x]))
     a = layers.Conv2D(1, 1, name=f"{name}_psi")(a)
-    a = layers.BatchNormalization(name=f"{name}_psi_bn")(a)
+    a = batch_norm(name=f"{name}_psi_bn")(a)
     a = layers.Activation("sigmoid", name=f"{name}_alpha")(a)
     return layers.Multiply(name=f"{name}_gated")([skip, a])
 

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from buildings.models.encoders import build_encoder
-from buildings.models.layers import attention_gate, conv_block, decoder_attention, segmentation_head
+from buildings.models.layers import Upsample, attention_gate, conv_block, decoder_attention, segmentation_head
 
 
 def build_unet(*, num_classes: int = 1, encoder: str = "none", encoder_weights=None, filters: int = 64,
@@ -63,7 +63,7 @@ def build_unet(*, num_classes: int = 1, encoder: str = "none", encoder_weights=N
 
 def _decoder_step(x, skip, filters, gates, attention, *, name):
     gating = x
-    x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(x)
+    x = Upsample(2, name=f"{name}_up")(x)
     if skip is not None:
         if gates:
             skip = attention_gate(skip, gating, inter_channels=max(skip.shape[-1] // 2, 8), name=f"{name}_gate")
