@@ -415,6 +415,45 @@ def demo_command(out, minutes, n, seed):
                f"empty tiles predicted empty {score.empty_predicted_empty}/{score.n_truth_empty})")
 
 
+@main.command("bench")
+@click.option("--model", type=click.Choice(["unet", "attunet", "deeplabv3plus", "fcn"]), default="unet",
+              show_default=True)
+@click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE")
+@click.option("--image-size", type=click.IntRange(32), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--steps", type=click.IntRange(2), default=10, show_default=True, help="Timed steps.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--backends", default=None, help="Comma-separated (default: every installed one).")
+@click.option("--jit-compile", type=click.Choice(["auto", "true", "false"]), default="auto", show_default=True,
+              help="Keras compile(jit_compile=...): XLA on jax/tensorflow, torch.compile on torch.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_command(model, model_option, image_size, batch_size, steps, precision, backends, jit_compile, as_json):
+    """The same training steps and inference under torch, jax and tensorflow (fresh subprocesses,
+    same initial weights, same batches): throughput, step-time percentiles, first-step (compile)
+    time, peak memory, and the loss after N steps."""
+    from buildings.benchmark import run_bench
+
+    jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
+    try:
+        rows = run_bench(model, image_size=image_size, batch_size=batch_size, steps=steps, precision=precision,
+                         model_options=_parse_model_options(model_option),
+                         backends=backends.split(",") if backends else None, jit_compile=jit)
+    except (ValueError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{model} {image_size}x{image_size}, batch {batch_size}, {steps} steps, {precision}, "
+               f"jit_compile={jit_compile}")
+    click.echo("| backend | device | train img/s | infer img/s | step p50 s | step p90 s | first step s | "
+               "peak MB | loss step 1 | loss step N |")
+    click.echo("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        click.echo(f"| {r['backend']} | {r['device']} | {r['train_images_per_s']:.2f} | {r['infer_images_per_s']:.2f} "
+                   f"| {r['step_p50_s']:.3f} | {r['step_p90_s']:.3f} | {r['first_step_s']:.2f} | "
+                   f"{r['peak_memory_mb']:.0f} ({r['memory_kind']}) | {r['loss_first']:.5f} | {r['loss_last']:.5f} |")
+
+
 def _device() -> str:
     from buildings.training import describe_device
 

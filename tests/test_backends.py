@@ -3,6 +3,7 @@ torch loaded under the others. Each backend runs in a fresh subprocess (Keras fi
 import). Skipped, with the reason, when a backend is not installed."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -72,3 +73,35 @@ def test_checkpoint_trained_under_torch_loads_under_jax_and_tensorflow(tmp_path,
         assert loaded.returncode == 0, loaded.stderr[-3000:]
         diff = float(loaded.stdout.split("MAXDIFF")[-1])
         assert np.isfinite(diff) and diff < 1e-5, (backend, diff)
+
+
+FIT_EACH_MODEL = textwrap.dedent("""
+    import json, sys, keras, buildings
+    from buildings.config import FitConfig
+    from buildings.training import fit
+    data, out = sys.argv[1], sys.argv[2]
+    small = {"unet": {"filters": 4, "depth": 2}, "attunet": {"filters": 4, "depth": 2},
+             "deeplabv3plus": {}, "fcn": {}}
+    results = {}
+    for name, options in small.items():
+        config = FitConfig(model=name, model_options=options, data=data, epochs=1, steps_per_epoch=2,
+                           batch_size=2, image_size=64, resize_mode="resize", aug="none", verbose=0,
+                           run_dir=f"{out}/{keras.backend.backend()}-{name}")
+        result = fit(config)
+        results[name] = {"epochs": result.epochs_run, "best": result.best_dice}
+    print("RESULTS", json.dumps(results))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "jax", "tensorflow"])
+def test_every_model_trains_one_short_epoch_on(backend, synth_dataset, tmp_path):
+    result = run_under(backend, ["-c", FIT_EACH_MODEL, str(synth_dataset), str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads(result.stdout.split("RESULTS", 1)[1])
+    assert set(results) == {"unet", "attunet", "deeplabv3plus", "fcn"}
+    for name, row in results.items():
+        assert row["epochs"] == 1, name
+        assert 0.0 <= row["best"] <= 1.0, name  # a validation contest Dice was computed
+        stored = json.loads((tmp_path / f"{backend}-{name}" / "config.json").read_text())
+        assert stored["backend"] == backend
