@@ -54,8 +54,8 @@ class _BinaryCounts(keras.metrics.Metric):
         self.fn.assign_add(ops.sum(true - inter))
 
     def reset_state(self):
-        for variable in self.variables:
-            variable.assign(ops.zeros_like(variable))
+        for variable in self.variables:  # ops.zeros_like(variable) fails on jax
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}
@@ -158,7 +158,7 @@ class MeanIoU(keras.metrics.Metric):
         return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, "float32"))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}

@@ -227,6 +227,8 @@ def test_pooled_binary_metrics_match_numpy(threshold):
         metric.update_state(t[:2], z[:2])
         metric.update_state(t[2:], z[2:])
         assert to_numpy(metric.result()) == pytest.approx(expected[metric.name], rel=1e-5)
+        metric.reset_state()
+        assert to_numpy(metric.tp) == 0 and to_numpy(metric.fp) == 0 and to_numpy(metric.fn) == 0
 
 
 def test_mean_iou_ignores_255_and_absent_classes():
@@ -242,3 +244,5 @@ def test_mean_iou_ignores_255_and_absent_classes():
         if union:
             ious.append(inter / union)
     assert to_numpy(metric.result()) == pytest.approx(np.mean(ious), rel=1e-5)
+    metric.reset_state()
+    assert to_numpy(metric.confusion).sum() == 0
