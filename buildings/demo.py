@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 __all__ = ["run_demo"]
 
@@ -52,12 +51,8 @@ def run_demo(out, *, minutes: float = 2.0, n: int = 64, seed: int = 0, image_siz
 
 
 def _overlay_grid(files, path: Path, tile: int = 256) -> Path:
-    tiles = [cv2.resize(cv2.imread(str(f)), (tile, tile), interpolation=cv2.INTER_AREA) for f in files]
-    columns = 4
-    rows = max(1, -(-len(tiles) // columns))
-    grid = np.full((rows * tile, columns * tile, 3), 255, np.uint8)
-    for k, image in enumerate(tiles):
-        r, c = divmod(k, columns)
-        grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = image
-    cv2.imwrite(str(path), grid)
-    return path
+    from buildings.data.inspect import write_grid_png
+
+    tiles = [cv2.cvtColor(cv2.resize(cv2.imread(str(f)), (tile, tile), interpolation=cv2.INTER_AREA),
+                          cv2.COLOR_BGR2RGB) for f in files]
+    return write_grid_png(path, tiles, columns=4)

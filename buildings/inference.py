@@ -458,14 +458,6 @@ def _write_gallery(path, items, tile: int = 320) -> None:
         shown = cv2.resize(shown, (tile, tile), interpolation=cv2.INTER_AREA)
         cv2.putText(shown, f"{name} dice {dice:.3f}", (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2)
         tiles.append(shown)
-    columns = min(4, max(len(tiles), 1))
-    rows = -(-len(tiles) // columns) if tiles else 1
-    grid = np.full((rows * tile, columns * tile, 3), 255, np.uint8)
-    for k, shown in enumerate(tiles):
-        r, c = divmod(k, columns)
-        grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = shown
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    _write_png(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    tmp.replace(path)
+    from buildings.data.inspect import write_grid_png
+
+    write_grid_png(path, tiles, columns=4)

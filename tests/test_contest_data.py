@@ -221,3 +221,18 @@ def test_barnarp_built_both_ways_is_identical_and_masks_match_rle(barnarp, tmp_p
     truth = dict(raw_mask_lines(barnarp / "train_mask.csv.zip"))
     assert assert_same_dataset(ours, theirs, truth) == 170
     assert len(open_split(ours, "validation")) > 0
+
+
+def test_stats_and_preview_of_the_built_dataset(synth_contest, synth_dataset, tmp_path):
+    from buildings.data.inspect import dataset_stats, preview_grid
+
+    stats = dataset_stats(synth_dataset)
+    download = open_contest(synth_contest)
+    assert stats["train"]["images"] + stats["validation"]["images"] == len(download.train_names)
+    masks = [decode_rle(r) for r in download.train_masks.values()]
+    assert stats["train"]["empty_masks"] + stats["validation"]["empty_masks"] == sum(not m.any() for m in masks)
+    assert stats["test"]["with_mask"] == 0 and stats["test"]["images"] == 3
+    assert all(0 < v < 1 for v in stats["train"]["mean_rgb"])
+    out = preview_grid(synth_dataset, tmp_path / "grid.png", n=5, columns=4, tile=128)
+    grid = cv2.imread(str(out))
+    assert grid.shape == (2 * 128, 4 * 128, 3)

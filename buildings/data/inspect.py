@@ -11,7 +11,7 @@ import numpy as np
 
 from buildings.data.pipeline import decode_record, open_split
 
-__all__ = ["dataset_stats", "overlay_mask", "preview_grid"]
+__all__ = ["dataset_stats", "overlay_mask", "preview_grid", "write_grid_png"]
 
 
 def dataset_stats(data, *, splits=("train", "validation", "test"), data_dir=None,
@@ -77,11 +77,18 @@ def preview_grid(data, out, *, split="train", n=16, columns=4, tile=256, seed=0,
         cv2.putText(shown, name, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(shown, name, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(shown)
-    rows = -(-n // columns)
-    grid = np.full((rows * tile, columns * tile, 3), 255, np.uint8)
+    return write_grid_png(out, tiles, columns=columns)
+
+
+def write_grid_png(out, tiles: list[np.ndarray], *, columns: int = 4) -> Path:
+    """Write equal-sized RGB ``tiles`` as a PNG grid, white where a row is short; atomically."""
+    columns = max(1, min(columns, len(tiles)))
+    height, width = tiles[0].shape[:2] if tiles else (1, 1)
+    rows = max(1, -(-len(tiles) // columns))
+    grid = np.full((rows * height, columns * width, 3), 255, np.uint8)
     for k, shown in enumerate(tiles):
         r, c = divmod(k, columns)
-        grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = shown
+        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = shown
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))

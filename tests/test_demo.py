@@ -1,0 +1,19 @@
+"""The quick start's main job, shortened: synthesise, build, train, predict, write, score."""
+
+import pytest
+
+from buildings.demo import run_demo
+from buildings.submission import read_submission
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    messages = []
+    result = run_demo(tmp_path / "demo", minutes=0.2, n=16, image_size=128, say=messages.append)
+    assert [m.split(" ")[0] for m in messages if m[:2] in ("1/", "2/", "3/", "4/", "5/")] == \
+        ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    rows = read_submission(result["submission"], shape=(512, 512))
+    truth = read_submission(tmp_path / "demo" / "download" / "test_a_mask.csv")
+    assert list(rows) == list(truth)
+    assert result["overlay"].is_file() and (result["run_dir"] / "best.keras").is_file()
+    assert 0.0 <= result["score"].dice <= 1.0 and result["score"].n_images == len(truth)
