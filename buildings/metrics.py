@@ -145,14 +145,16 @@ class MeanIoU(keras.metrics.Metric):
         counts = ops.bincount(index, weights=ops.cast(valid, "float32"), minlength=n * n)
         self.confusion.assign_add(ops.reshape(ops.cast(counts[: n * n], "float32"), (n, n)))
 
-    def per_class_iou(self):
+    def _intersection_union(self):
         diagonal = ops.diagonal(self.confusion)
-        union = ops.sum(self.confusion, axis=0) + ops.sum(self.confusion, axis=1) - diagonal
+        return diagonal, ops.sum(self.confusion, axis=0) + ops.sum(self.confusion, axis=1) - diagonal
+
+    def per_class_iou(self):
+        diagonal, union = self._intersection_union()
         return _ratio(diagonal, union, empty=float("nan"))
 
     def result(self):
-        diagonal = ops.diagonal(self.confusion)
-        union = ops.sum(self.confusion, axis=0) + ops.sum(self.confusion, axis=1) - diagonal
+        diagonal, union = self._intersection_union()
         present = ops.cast(union > 0, "float32")
         iou = diagonal / ops.maximum(union, 1e-12)
         return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)

@@ -18,10 +18,11 @@ import keras
 import numpy as np
 from keras import layers
 
+# The adapter undoes exactly the normalisation the input pipeline applies.
+from buildings.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["ENCODERS", "Encoder", "build_encoder", "dilate_resnet"]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
 
