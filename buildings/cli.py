@@ -46,15 +46,51 @@ def main():
     """Aerial images to building masks: Tianchi-style RLE submissions and scoring."""
 
 
+def _is_label_maps(path: str) -> bool:
+    """A folder, or a zip holding PNGs (a result.zip), rather than an RLE file."""
+    import zipfile
+
+    if Path(path).is_dir():
+        return True
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return any(m.lower().endswith(".png") for m in archive.namelist())
+    return False
+
+
 @main.command()
-@click.argument("submission", type=click.Path(exists=True, dir_okay=False))
-@click.argument("truth", type=click.Path(exists=True, dir_okay=False))
+@click.argument("submission", type=click.Path(exists=True))
+@click.argument("truth", type=click.Path(exists=True))
 @click.option("--shape", type=ShapeType(), default="512x512", show_default=True,
               help="Image shape the RLE refers to (HEIGHTxWIDTH).")
+@click.option("--num-classes", type=click.IntRange(2, 255), default=None,
+              help="Label maps: number of classes [default: 4].")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
-def score(submission, truth, shape, as_json):
-    """Score SUBMISSION against TRUTH (both name<TAB>rle files, .csv or .zip) with the contest metric:
-    the mean over images of per-image Dice, 1 when both masks are empty."""
+def score(submission, truth, shape, num_classes, as_json):
+    """Score SUBMISSION against TRUTH.
+
+    RLE files (name<TAB>rle, .csv or .zip; Tianchi): the mean over images of per-image Dice, 1 when
+    both masks are empty. Label maps (a result.zip or a folder of PNGs against a folder or zip of
+    truth PNGs such as lab_testA/; 地块分割): per-class IoU, mIoU, FWIoU and pixel accuracy over all
+    pixels, truth 255 left out."""
+    if _is_label_maps(submission) or _is_label_maps(truth):
+        from buildings.label_maps import LabelMapError, score_label_maps
+
+        try:
+            labels = score_label_maps(submission, truth, num_classes or 4)
+        except LabelMapError as err:
+            raise click.ClickException(str(err)) from None
+        if as_json:
+            click.echo(json.dumps(labels.as_dict()))
+            return
+        click.echo(f"images          {labels.n_images}")
+        click.echo(f"mIoU            {labels.miou:.6f}")
+        click.echo(f"FWIoU           {labels.fwiou:.6f}")
+        click.echo(f"pixel accuracy  {labels.accuracy:.6f}")
+        click.echo("IoU per class   " + "  ".join(f"{i}: {v:.4f}" for i, v in enumerate(labels.class_iou)))
+        return
+    if num_classes is not None:
+        raise click.UsageError("--num-classes is for label maps; these are RLE files")
     try:
         result = score_submission(submission, truth, shape=shape)
     except SubmissionError as err:
@@ -71,6 +107,27 @@ def score(submission, truth, shape, as_json):
     click.echo(f"empty images predicted empty   {result.empty_predicted_empty}/{result.n_truth_empty}")
 
 
+@main.command("check-result")
+@click.argument("result", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", required=True, type=click.Path(exists=True),
+              help="The test images (folder or zip, e.g. img_testA/) the result answers.")
+@click.option("--num-classes", type=click.IntRange(2, 255), default=4, show_default=True)
+def check_result_command(result, images, num_classes):
+    """Check a result.zip against the 地块分割 contest rules: one PNG per test image, named like it
+    (.png), at the zip root, single-channel 8-bit, the image's size, values 0..N-1."""
+    from buildings.inference import ImageReadError, iter_images
+    from buildings.label_maps import LabelMapError, check_result_zip
+
+    try:
+        shapes = {name: load().shape[:2] for name, load in iter_images(images)}
+        checked = check_result_zip(result, shapes, num_classes)
+    except (LabelMapError, ImageReadError) as err:
+        raise click.ClickException(str(err)) from None
+    total = max(sum(checked.class_pixels), 1)
+    shares = " ".join(f"{100 * c / total:.1f}" for c in checked.class_pixels)
+    click.echo(f"{result}: OK, {checked.n_files} PNGs for {len(shapes)} test images; class shares % {shares}")
+
+
 @main.group()
 def data():
     """Build, inspect and synthesise datasets."""
@@ -83,18 +140,33 @@ def _data_error(err: Exception):
 @data.command("build")
 @click.option("--manual-dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Folder with the contest files (zips or extracted).")
+@click.option("--dataset", default="tianchi_buildings", show_default=True,
+              type=click.Choice(["tianchi_buildings", "land_parcels"]),
+              help="tianchi_buildings: the Tianchi download (zips + RLE CSVs); land_parcels: "
+                   "img_train/ + lab_train/ + img_testA/ folders of a multi-class contest.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="TFDS data_dir [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].")
 @click.option("--config", default="val5", show_default=True, type=click.Choice(["val5", "val10", "val20"]),
-              help="Validation hold-out: 5, 10 or 20 percent of train.")
+              help="tianchi_buildings: validation hold-out, 5, 10 or 20 percent of train.")
+@click.option("--num-classes", default=4, show_default=True, type=click.IntRange(2, 255),
+              help="land_parcels: number of classes (label values 0..N-1; 255 = unlabelled).")
+@click.option("--validation-percent", default=5.0, show_default=True, type=click.FloatRange(0, 100),
+              help="land_parcels: percent of train held out for validation.")
 @click.option("--overwrite", is_flag=True, help="Rebuild even if the dataset exists.")
-def data_build(manual_dir, data_dir, config, overwrite):
-    """Package the contest download as the TFDS dataset tianchi_buildings (array_record, no TensorFlow)."""
+def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_percent, overwrite):
+    """Package a contest download as a TFDS dataset (array_record, no TensorFlow needed)."""
     from buildings.data.contest import ContestDataError
-    from buildings.data.tianchi_tfds import build_dataset
 
     try:
-        path = build_dataset(manual_dir, data_dir, config=config, overwrite=overwrite)
+        if dataset == "land_parcels":
+            from buildings.data.land_parcels_tfds import build_land_parcels
+
+            path = build_land_parcels(manual_dir, data_dir, num_classes=num_classes,
+                                      validation_percent=validation_percent, overwrite=overwrite)
+        else:
+            from buildings.data.tianchi_tfds import build_dataset
+
+            path = build_dataset(manual_dir, data_dir, config=config, overwrite=overwrite)
     except ContestDataError as err:
         raise _data_error(err) from None
     click.echo(f"built {path}")
@@ -119,10 +191,17 @@ def data_stats(data_, data_dir, as_json):
     if as_json:
         click.echo(json.dumps(stats))
         return
-    click.echo(f"{'split':<11}{'images':>7}{'masked':>7}{'empty':>7}{'building %':>11}  mean RGB / std RGB")
+    multi = any("class_fraction" in s for s in stats.values())
+    label = "class % (unlabelled %)" if multi else "building %"
+    click.echo(f"{'split':<11}{'images':>7}{'masked':>7}{'empty':>7}  {label}  mean RGB / std RGB")
     for split, s in stats.items():
-        fraction = "-" if math.isnan(s["building_fraction"]) else f"{100 * s['building_fraction']:.2f}"
-        click.echo(f"{split:<11}{s['images']:>7}{s['with_mask']:>7}{s['empty_masks']:>7}{fraction:>11}  "
+        if multi:
+            fraction = "-" if not s["with_mask"] else (
+                " ".join(f"{k} {100 * v:.1f}" for k, v in s["class_fraction"].items())
+                + f" ({100 * s['unlabelled_fraction']:.1f})")
+        else:
+            fraction = "-" if math.isnan(s["building_fraction"]) else f"{100 * s['building_fraction']:.2f}"
+        click.echo(f"{split:<11}{s['images']:>7}{s['with_mask']:>7}{s['empty_masks']:>7}  {fraction}  "
                    f"{s['mean_rgb']} / {s['std_rgb']}")
 
 
@@ -149,11 +228,19 @@ def data_preview(data_, data_dir, split, n, seed, out):
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--n", default=64, show_default=True, type=click.IntRange(2, None), help="Tiles in all.")
 @click.option("--seed", default=0, show_default=True)
-def data_synth(out, n, seed):
-    """Write synthetic tiles in the exact contest layout (zips + CSVs) plus test_a_mask.csv."""
-    from buildings.data.synth import write_synthetic_contest
+@click.option("--layout", default="tianchi", show_default=True, type=click.Choice(["tianchi", "parcels"]),
+              help="tianchi: 512x512 binary tiles as the Tianchi download; parcels: 256x256 multi-class "
+                   "tiles as img_train/ lab_train/ img_testA/ (+ lab_testA/ truth).")
+@click.option("--num-classes", default=4, show_default=True, type=click.Choice(["2", "4", "7"]),
+              help="parcels: number of classes.")
+def data_synth(out, n, seed, layout, num_classes):
+    """Write synthetic tiles in a contest's exact layout, with the test truth for local scoring."""
+    from buildings.data.synth import write_synthetic_contest, write_synthetic_parcels
 
-    paths = write_synthetic_contest(out, n, seed=seed)
+    if layout == "parcels":
+        paths = write_synthetic_parcels(out, n, num_classes=int(num_classes), seed=seed)
+    else:
+        paths = write_synthetic_contest(out, n, seed=seed)
     click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 
@@ -184,14 +271,18 @@ FIT_OPTIONS = [
     ("--warmup-epochs", "warmup_epochs", float, "Linear warmup length in epochs."),
     ("--clip-norm", "clip_norm", float, "Global gradient-norm clipping."),
     ("--loss", "loss", click.Choice(["bce", "dice", "bce_dice", "lovasz_hinge", "focal", "ce",
-                                     "lovasz_softmax", "multiclass_dice", "ce_lovasz"]), "Loss."),
+                                     "lovasz_softmax", "multiclass_dice", "ce_lovasz"]),
+     "Loss [default: bce_dice for binary data, ce_lovasz for multi-class]."),
     ("--aug", "aug", click.Choice(["none", "light", "strong"]), "Augmentation preset."),
     ("--cutmix", "cutmix", click.FloatRange(0, 1), "Per-sample CutMix probability."),
     ("--precision", "precision", click.Choice(["auto", "bf16", "fp16", "fp32"]), "Mixed precision."),
     ("--encoder", "encoder", str, "keras.applications encoder (resnet50, efficientnetv2b0, ...; none)."),
     ("--encoder-weights", "encoder_weights", str, "imagenet, a local weights file, or none."),
     ("--freeze-encoder-epochs", "freeze_encoder_epochs", click.IntRange(0), "Train with the encoder frozen first."),
-    ("--num-classes", "num_classes", click.IntRange(1), "1 = binary logit; N = N classes."),
+    ("--num-classes", "num_classes", click.IntRange(1),
+     "1 = binary logit; N = N classes [default: the dataset's]; must match the dataset."),
+    ("--class-weights", "class_weights", str,
+     "Multi-class CE weights: auto (1/sqrt of train pixel frequency), none, or N comma-separated numbers."),
     ("--threshold", "threshold", click.FloatRange(0, 1, min_open=True, max_open=True), "Metric threshold."),
     ("--seed", "seed", int, "Seed of weights, order and augmentation."),
     ("--steps-per-epoch", "steps_per_epoch", click.IntRange(1), "Cap on training steps per epoch."),
@@ -312,9 +403,14 @@ def _bar(length, label):
               help="Submission file to write (name<TAB>rle lines).")
 @click.option("--save-masks", type=click.Path(file_okay=False), default=None, help="Folder for mask PNGs.")
 @click.option("--save-overlays", type=click.Path(file_okay=False), default=None, help="Folder for overlay PNGs.")
+@click.option("--format", "output_format", type=click.Choice(["auto", "rle", "png-zip"]), default="auto",
+              show_default=True, help="rle: name<TAB>rle lines (Tianchi; binary models); png-zip: result.zip "
+              "of class-index PNGs named like the images (地块分割); auto: rle for binary models, png-zip "
+              "for multi-class ones.")
 def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap, batch_size,
-                    data_, data_dir, images, out, save_masks, save_overlays):
-    """Predict building masks and write the contest submission (test split in sample-submit order)."""
+                    data_, data_dir, images, out, save_masks, save_overlays, output_format):
+    """Predict masks and write the contest submission: the Tianchi RLE file (test split in
+    sample-submit order) for binary models, a result.zip of label PNGs for multi-class ones."""
     from buildings.data.pipeline import DatasetNotFoundError, open_split
     from buildings.inference import (
         CheckpointError,
@@ -337,10 +433,17 @@ def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_h
         click.echo(f"{len(predictor.models)} model(s), tta {tta}, on {_device()}", err=True)
         with _bar(total, "predicting") as bar:
             rows = predict_to_submission(predictor, items, out, min_area=min_area, holes=fill_holes,
-                                         save_masks=save_masks, save_overlays=save_overlays, progress=bar.update)
+                                         save_masks=save_masks, save_overlays=save_overlays,
+                                         output_format=output_format, progress=bar.update)
     except (CheckpointError, ImageReadError, DatasetNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    empty = sum(1 for rle in rows.values() if not rle)
+    values = list(rows.values())
+    if values and isinstance(values[0], list):  # png-zip: predicted pixels per class
+        totals = [sum(column) for column in zip(*values, strict=True)]
+        shares = " ".join(f"{100 * t / max(sum(totals), 1):.1f}" for t in totals)
+        click.echo(f"{len(rows)} images; predicted class shares % {shares}" + (f"; wrote {out}" if out else ""))
+        return
+    empty = sum(1 for rle in values if not rle)
     click.echo(f"{len(rows)} images, {empty} with no building" + (f"; wrote {out}" if out else ""))
 
 
@@ -351,7 +454,8 @@ def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_h
 @click.option("--json", "as_json", is_flag=True)
 def evaluate_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap, batch_size,
                      data_, data_dir, split, gallery, as_json):
-    """Contest Dice, IoU, precision and recall of checkpoint(s) on a labelled split."""
+    """Scores of checkpoint(s) on a labelled split: contest Dice, IoU, precision and recall for
+    binary models; per-class IoU, mIoU, FWIoU and pixel accuracy for every model."""
     from buildings.data.pipeline import DatasetNotFoundError, open_split
     from buildings.inference import CheckpointError, evaluate
 
@@ -365,12 +469,22 @@ def evaluate_command(checkpoints, weights, vote, tta, threshold, min_area, fill_
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
-    click.echo(f"images {result.n_images} ({result.n_empty} without buildings)")
-    click.echo(f"contest Dice {result.dice:.4f}  IoU {result.iou:.4f}  precision {result.precision:.4f}  "
-               f"recall {result.recall:.4f}  Dice on images with buildings {result.dice_with_buildings:.4f}")
-    click.echo("worst: " + ", ".join(f"{n} {d:.3f}" for n, d, _ in result.per_image[:5]))
+    _print_evaluation(result)
     if gallery:
         click.echo(f"wrote {gallery}")
+
+
+def _print_evaluation(result) -> None:
+    if not math.isnan(result.dice):
+        click.echo(f"images {result.n_images} ({result.n_empty} without buildings)")
+        click.echo(f"contest Dice {result.dice:.4f}  IoU {result.iou:.4f}  precision {result.precision:.4f}  "
+                   f"recall {result.recall:.4f}  Dice on images with buildings {result.dice_with_buildings:.4f}")
+    else:
+        click.echo(f"images {result.n_images}")
+    click.echo(f"mIoU {result.miou:.4f}  FWIoU {result.fwiou:.4f}  pixel accuracy {result.accuracy:.4f}")
+    names = result.class_names or [str(i) for i in range(len(result.class_iou))]
+    click.echo("IoU per class: " + "  ".join(f"{n} {v:.4f}" for n, v in zip(names, result.class_iou, strict=True)))
+    click.echo("worst: " + ", ".join(f"{n} {d:.3f}" for n, d, _ in result.per_image[:5]))
 
 
 @main.command("tune-threshold")

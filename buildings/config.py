@@ -27,7 +27,7 @@ class FitConfig:
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
     clip_norm: float = 1.0
-    loss: str = "bce_dice"
+    loss: str | None = None  # None: bce_dice for binary data, ce_lovasz for multi-class
     aug: str = "strong"
     cutmix: float = 0.0
     precision: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU
@@ -35,7 +35,8 @@ class FitConfig:
     encoder_weights: str | None = None
     freeze_encoder_epochs: int = 0
     model_options: dict = field(default_factory=dict)
-    num_classes: int = 1
+    num_classes: int | None = None  # None: the dataset's (1 = binary logit, N = N classes)
+    class_weights: str | list | None = "auto"  # multi-class CE: auto (from train pixels), none, or a list
     threshold: float = 0.5
     seed: int = 0
     steps_per_epoch: int | None = None

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -32,10 +32,12 @@ from buildings.submission import write_submission
 
 __all__ = [
     "CheckpointError",
+    "Evaluation",
     "ImageReadError",
     "Predictor",
     "fill_holes",
     "iter_images",
+    "evaluate",
     "load_checkpoints",
     "predict_to_submission",
     "remove_small_components",
@@ -301,39 +303,71 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
+OUTPUT_FORMATS = ("auto", "rle", "png-zip")
+
+
 def predict_to_submission(predictor: Predictor, items, out=None, *, min_area: int = 0, holes: bool = False,
-                          save_masks=None, save_overlays=None,
-                          progress: Callable[[int], None] | None = None) -> dict[str, str]:
-    """Predict ``items`` ((name, loader) pairs), write the submission ``out`` (``name<TAB>rle``)
-    and optional mask / overlay PNG folders. Returns {name: rle}.
+                          save_masks=None, save_overlays=None, output_format: str = "auto",
+                          progress: Callable[[int], None] | None = None) -> dict:
+    """Predict ``items`` ((name, loader) pairs) and write the submission ``out`` plus optional mask /
+    overlay PNG folders.
 
-    Nothing is left behind on error: the submission is written atomically after every image has
-    been predicted, and PNGs go to temporary folders moved into place only at the end.
+    ``output_format``: ``rle`` (the Tianchi ``name<TAB>rle`` file; binary models only), ``png-zip``
+    (a ``result.zip`` of single-channel class-index PNGs named like the images, the 地块分割 contest
+    format; a binary model writes 0/1) or ``auto`` (rle for binary, png-zip for multi-class models).
+    Returns {name: rle} (rle) or {name: predicted pixels per class} (png-zip).
+
+    Nothing is left behind on error: the submission is written under a temporary name and renamed
+    after every image has been predicted, and PNGs go to temporary folders moved into place only at
+    the end.
     """
-    from buildings.data.inspect import overlay_mask
+    from buildings.data.inspect import overlay_labels, overlay_mask
+    from buildings.label_maps import ResultZipWriter
 
-    if predictor.num_classes != 1:
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    binary = predictor.num_classes == 1
+    if output_format == "auto":
+        output_format = "rle" if binary else "png-zip"
+    if output_format == "rle" and not binary:
         raise ValueError(f"an RLE submission needs a one-logit (binary) model; this one has "
+                         f"{predictor.num_classes} classes: write a result.zip (png-zip) instead")
+    if not binary and (min_area or holes):
+        raise ValueError("min-area and fill-holes are binary post-processing; this model has "
                          f"{predictor.num_classes} classes")
+    if out is not None and output_format == "png-zip" and Path(out).suffix.lower() != ".zip":
+        raise ValueError(f"{out}: a png-zip submission is a .zip file (result.zip)")
     staging = {}
     for label, folder in (("masks", save_masks), ("overlays", save_overlays)):
         if folder is not None:
             Path(folder).parent.mkdir(parents=True, exist_ok=True)
             staging[label] = (Path(folder), Path(tempfile.mkdtemp(prefix=f".{label}-", dir=Path(folder).parent)))
-    rows: dict[str, str] = {}
+    rows: dict = {}
+    result_zip = None
+    if out is not None and output_format == "png-zip":
+        result_zip = ResultZipWriter(out, num_classes=max(2, predictor.num_classes))
     try:
+        if result_zip is not None:
+            result_zip.__enter__()
         pending: list[tuple[str, np.ndarray]] = []
 
         def flush():
             probabilities = predictor.batch_probabilities([image for _, image in pending])
             for (name, image), probs in zip(pending, probabilities, strict=True):
-                mask = postprocess(predictor.mask(probs), min_area, holes)
-                rows[name] = encode_rle(mask)
+                mask = predictor.mask(probs)
+                if binary:
+                    mask = postprocess(mask, min_area, holes)
+                if output_format == "rle":
+                    rows[name] = encode_rle(mask)
+                else:
+                    rows[name] = np.bincount(mask.ravel(), minlength=max(2, predictor.num_classes)).tolist()
+                if result_zip is not None:
+                    result_zip.add(name, mask)
                 stem = Path(name).stem
                 if "masks" in staging:
-                    _write_png(staging["masks"][1] / f"{stem}.png", mask * 255)
+                    _write_png(staging["masks"][1] / f"{stem}.png", mask * 255 if binary else mask)
                 if "overlays" in staging:
-                    shown = overlay_mask(image, mask)
+                    shown = overlay_mask(image, mask) if binary else overlay_labels(image, mask)
                     _write_png(staging["overlays"][1] / f"{stem}.png", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
                 if progress:
                     progress(1)
@@ -347,12 +381,19 @@ def predict_to_submission(predictor: Predictor, items, out=None, *, min_area: in
                 flush()
         if pending:
             flush()
-        if out is not None:
+        if result_zip is not None:
+            result_zip.__exit__(None, None, None)
+            result_zip = None
+        if out is not None and output_format == "rle":
             write_submission(out, rows)
         for final, temporary in staging.values():
             final.mkdir(parents=True, exist_ok=True)
             for file in temporary.iterdir():
                 os.replace(file, final / file.name)
+    except BaseException as err:
+        if result_zip is not None:
+            result_zip.__exit__(type(err), err, None)
+        raise
     finally:
         for _, temporary in staging.values():
             shutil.rmtree(temporary, ignore_errors=True)
@@ -372,16 +413,23 @@ def split_items(data, split: str = "test", data_dir=None):
 
 @dataclass
 class Evaluation:
-    """Scores of a model on a labelled split; ``dice`` is the contest score."""
+    """Scores of a model on a labelled split. Every model gets the pooled per-class IoU, mean IoU,
+    frequency-weighted IoU and pixel accuracy (a binary model as 2 classes: background, building);
+    binary models also get the contest Dice (``dice``) and its companions, NaN for multi-class."""
 
-    dice: float
-    iou: float
-    precision: float
-    recall: float
-    dice_with_buildings: float
+    class_iou: list
+    miou: float
+    fwiou: float
+    accuracy: float
     n_images: int
-    n_empty: int
-    per_image: list  # (name, dice, iou) sorted worst first
+    class_names: tuple = ()
+    dice: float = float("nan")
+    iou: float = float("nan")
+    precision: float = float("nan")
+    recall: float = float("nan")
+    dice_with_buildings: float = float("nan")
+    n_empty: int = 0
+    per_image: list = field(default_factory=list)  # (name, score, iou) sorted worst first
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "per_image"}
@@ -393,16 +441,29 @@ DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
 def evaluate(predictor: Predictor, data, split: str = "validation", data_dir=None, *, min_area: int = 0,
              holes: bool = False, thresholds: Sequence[float] | None = None, gallery=None, gallery_n: int = 8,
              progress: Callable[[int], None] | None = None):
-    """Contest Dice, IoU, precision, recall on a labelled split.
+    """Score checkpoint(s) on a labelled split: per-class IoU / mIoU / FWIoU / accuracy for every
+    model, plus contest Dice, IoU, precision and recall for binary ones (pixels labelled 255 are
+    left out of every score).
 
-    With ``thresholds``, also returns {threshold: contest Dice} for each (tune-threshold), from the
-    same single pass of predictions. With ``gallery``, writes a PNG of the worst images (truth in
-    green, prediction in red).
+    With ``thresholds`` (binary), also returns {threshold: contest Dice} for each (tune-threshold),
+    from the same single pass of predictions. With ``gallery``, writes a PNG of the worst images
+    (binary: truth outlined in green, prediction in red; multi-class: truth | prediction colours).
     """
     from buildings.data.pipeline import decode_record, open_split
+    from buildings.label_maps import confusion_matrix, score_confusion
     from buildings.submission import image_dice, image_iou
 
     source = open_split(data, split, data_dir)
+    binary = predictor.num_classes == 1
+    if (source.num_classes == 1) != binary or (not binary and source.num_classes != predictor.num_classes):
+        raise ValueError(f"the model predicts {max(2, predictor.num_classes) if not binary else 'binary'} classes "
+                         f"but {data} has {source.num_classes if source.num_classes > 1 else 'binary'} ones")
+    if thresholds and not binary:
+        raise ValueError("a threshold sweep is for binary models; a multi-class prediction is the argmax")
+    if not binary and (min_area or holes):
+        raise ValueError("min-area and fill-holes are binary post-processing")
+    n_classes = max(2, predictor.num_classes)
+    confusion = np.zeros((n_classes, n_classes), np.int64)
     sweep = {float(t): [] for t in (thresholds or ())}
     per_image, tp, fp, fn = [], 0, 0, 0
     built, empty = [], 0
@@ -415,49 +476,71 @@ def evaluate(predictor: Predictor, data, split: str = "validation", data_dir=Non
         probabilities = predictor.batch_probabilities([image for image, _ in decoded])
         for record, (image, truth), probs in zip(records, decoded, probabilities, strict=True):
             name = record["name"].decode() if isinstance(record["name"], bytes) else str(record["name"])
-            truth = truth.astype(bool)
-            pred = postprocess(predictor.mask(probs), min_area, holes).astype(bool)
-            dice, iou = image_dice(pred, truth), image_iou(pred, truth)
-            per_image.append((name, dice, iou))
-            tp += int(np.count_nonzero(pred & truth))
-            fp += int(np.count_nonzero(pred & ~truth))
-            fn += int(np.count_nonzero(~pred & truth))
-            if truth.any():
-                built.append(dice)
-            else:
-                empty += 1
-            for t in sweep:
-                swept = postprocess((probs[..., 0] > t).astype(np.uint8), min_area, holes).astype(bool)
-                sweep[t].append(image_dice(swept, truth))
+            labels = predictor.mask(probs)
+            if binary:
+                labels = postprocess(labels, min_area, holes)
+            image_confusion = confusion_matrix(truth, labels, n_classes)
+            confusion += image_confusion
+            if binary:
+                pred, truth = labels.astype(bool), truth.astype(bool)
+                score, iou = image_dice(pred, truth), image_iou(pred, truth)
+                tp += int(np.count_nonzero(pred & truth))
+                fp += int(np.count_nonzero(pred & ~truth))
+                fn += int(np.count_nonzero(~pred & truth))
+                if truth.any():
+                    built.append(score)
+                else:
+                    empty += 1
+                for t in sweep:
+                    swept = postprocess((probs[..., 0] > t).astype(np.uint8), min_area, holes).astype(bool)
+                    sweep[t].append(image_dice(swept, truth))
+            else:  # per image: pixel accuracy and mean IoU over the classes it shows
+                image_score = score_confusion(image_confusion)
+                score, iou = image_score.accuracy, image_score.miou
+            per_image.append((name, score, iou))
             if gallery is not None:
-                worst_pool.append((dice, name, image, truth, pred))
+                worst_pool.append((score, name, image, truth, labels))
                 worst_pool = sorted(worst_pool, key=lambda item: item[0])[:gallery_n]
             if progress:
                 progress(1)
     per_image.sort(key=lambda row: row[1])
-    result = Evaluation(
-        dice=float(np.mean([d for _, d, _ in per_image])), iou=float(np.mean([i for _, _, i in per_image])),
-        precision=tp / max(tp + fp, 1), recall=tp / max(tp + fn, 1),
-        dice_with_buildings=float(np.mean(built)) if built else float("nan"),
-        n_images=len(per_image), n_empty=empty, per_image=per_image)
+    pooled = score_confusion(confusion, len(per_image))
+    names = source.class_names if not binary else ("background", "building")
+    result = Evaluation(class_iou=pooled.class_iou, miou=pooled.miou, fwiou=pooled.fwiou,
+                        accuracy=pooled.accuracy, n_images=len(per_image), per_image=per_image,
+                        class_names=tuple(names) if len(names) == n_classes else ())
+    if binary:
+        result.dice = float(np.mean([d for _, d, _ in per_image]))
+        result.iou = float(np.mean([i for _, _, i in per_image]))
+        result.precision, result.recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+        result.dice_with_buildings = float(np.mean(built)) if built else float("nan")
+        result.n_empty = empty
     if gallery is not None:
-        _write_gallery(gallery, worst_pool)
+        _write_gallery(gallery, worst_pool, binary)
     if thresholds:
         return result, {t: float(np.mean(v)) for t, v in sweep.items()}
     return result
 
 
-def _write_gallery(path, items, tile: int = 320) -> None:
-    """Worst images: truth outlined in green, prediction in red, name and Dice written on each."""
-    tiles = []
-    for dice, name, image, truth, pred in items:
-        shown = image.copy()
-        for mask, colour in ((truth, (0, 255, 0)), (pred, (255, 0, 0))):
-            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(shown, contours, -1, colour, 2)
-        shown = cv2.resize(shown, (tile, tile), interpolation=cv2.INTER_AREA)
-        cv2.putText(shown, f"{name} dice {dice:.3f}", (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2)
-        tiles.append(shown)
-    from buildings.data.inspect import write_grid_png
+def _write_gallery(path, items, binary: bool = True, tile: int = 320) -> None:
+    """Worst images with their name and score. Binary: truth outlined in green, prediction in red.
+    Multi-class: truth colours on the left half, prediction colours on the right."""
+    from buildings.data.inspect import overlay_labels, write_grid_png
 
+    tiles = []
+    for score, name, image, truth, pred in items:
+        if binary:
+            shown = image.copy()
+            for mask, colour in ((truth, (0, 255, 0)), (pred, (255, 0, 0))):
+                contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(shown, contours, -1, colour, 2)
+            shown = cv2.resize(shown, (tile, tile), interpolation=cv2.INTER_AREA)
+            label = f"{name} dice {score:.3f}"
+        else:
+            half = (tile // 2, tile // 2)
+            shown = np.hstack([cv2.resize(overlay_labels(image, truth), half, interpolation=cv2.INTER_NEAREST),
+                               cv2.resize(overlay_labels(image, pred), half, interpolation=cv2.INTER_NEAREST)])
+            label = f"{name} acc {score:.3f}"
+        cv2.putText(shown, label, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2)
+        tiles.append(shown)
     write_grid_png(path, tiles, columns=4)

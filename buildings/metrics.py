@@ -6,7 +6,7 @@ step on torch; these keep a handful of float32 counters updated with a few reduc
 Binary (one logit channel, prediction = logit > logit(threshold)):
 ``ContestDice`` (mean per-image Dice, 1 when truth and prediction are both empty — the Tianchi
 score), ``GlobalDice`` (pixels pooled over all images), ``IoU``, ``Precision``, ``Recall``.
-Multi-class: ``MeanIoU`` over N classes with label 255 ignored (and ``per_class_iou``).
+Multi-class: ``MeanIoU`` over N classes and ``ClassIoU`` of one class, label 255 ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["ContestDice", "GlobalDice", "IoU", "MeanIoU", "Precision", "Recall", "binary_metrics"]
+__all__ = ["ClassIoU", "ContestDice", "GlobalDice", "IoU", "MeanIoU", "Precision", "Recall", "binary_metrics",
+           "multiclass_metrics"]
 
 IGNORE_INDEX = 255
 
@@ -164,6 +165,31 @@ class MeanIoU(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="buildings")
+class ClassIoU(MeanIoU):
+    """IoU of one class of ``num_classes`` (argmax of N logits; label 255 ignored); NaN-free: 0 when
+    the class is absent from both truth and prediction so far."""
+
+    def __init__(self, num_classes: int, class_id: int, name=None, dtype="float32"):
+        if not 0 <= class_id < num_classes:
+            raise ValueError(f"class_id must be in 0..{num_classes - 1}, got {class_id}")
+        super().__init__(num_classes, name=name or f"iou_class{class_id}", dtype=dtype)
+        self.class_id = class_id
+
+    def result(self):
+        diagonal, union = self._intersection_union()
+        return _ratio(diagonal[self.class_id], union[self.class_id], empty=0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "class_id": self.class_id}
+
+
+def multiclass_metrics(num_classes: int, class_names=()) -> list[keras.metrics.Metric]:
+    """The metrics ``buildings fit`` reports for N-logit models: ``miou`` and ``iou_<class>``."""
+    names = list(class_names) if len(class_names) == num_classes else [f"class{i}" for i in range(num_classes)]
+    return [MeanIoU(num_classes)] + [ClassIoU(num_classes, i, name=f"iou_{names[i]}") for i in range(num_classes)]
 
 
 def binary_metrics(threshold: float = 0.5) -> list[keras.metrics.Metric]:

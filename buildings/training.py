@@ -32,7 +32,7 @@ import buildings
 from buildings.config import PRECISIONS, FitConfig
 from buildings.data.pipeline import SegmentationBatches, open_split
 from buildings.losses import MULTICLASS_LOSSES, get_loss
-from buildings.metrics import MeanIoU, binary_metrics
+from buildings.metrics import binary_metrics, multiclass_metrics
 from buildings.models import build_model, model_options
 
 __all__ = ["FitConfig", "RunResult", "describe_device", "fit", "load_run_config"]
@@ -168,11 +168,21 @@ def _schedule(config: FitConfig, steps_per_epoch: int):
         warmup_target=config.lr if warmup else None, warmup_steps=warmup)
 
 
-def _compile(model, config: FitConfig, steps_per_epoch: int, done_steps: int = 0):
+def _loss(config: FitConfig):
+    options = {}
+    if config.num_classes > 1 and config.class_weights is not None and config.loss in ("ce", "ce_lovasz"):
+        options["class_weights"] = list(config.class_weights)
+    return get_loss(config.loss, **options)
+
+
+def _compile(model, config: FitConfig, steps_per_epoch: int, done_steps: int = 0, class_names=()):
     optimizer = keras.optimizers.AdamW(learning_rate=_schedule(config, steps_per_epoch),
                                        weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
-    metrics = binary_metrics(config.threshold) if config.num_classes == 1 else [MeanIoU(config.num_classes)]
-    model.compile(optimizer=optimizer, loss=get_loss(config.loss), metrics=metrics)
+    if config.num_classes == 1:
+        metrics = binary_metrics(config.threshold)
+    else:
+        metrics = multiclass_metrics(config.num_classes, class_names)
+    model.compile(optimizer=optimizer, loss=_loss(config), metrics=metrics)
     if done_steps:
         model.optimizer.build(model.trainable_variables)
         model.optimizer.iterations.assign(done_steps)
@@ -201,12 +211,59 @@ def _check(config: FitConfig) -> None:
     """Option combinations that cannot work, refused before any data is read."""
     if config.precision not in (*PRECISIONS, "auto"):
         raise ValueError(f"precision must be one of {list(PRECISIONS)} or auto, got {config.precision!r}")
+    if config.image_size % 32:
+        raise ValueError(f"image_size must be a multiple of 32, got {config.image_size}")
+    if config.num_classes is not None:
+        _check_classes(config)
+
+
+def class_weights_from_counts(counts) -> list[float]:
+    """Weights ∝ 1/sqrt(pixel frequency), scaled so that the pixel-weighted mean weight is 1 (the
+    loss keeps its scale); a class with no training pixel gets the largest weight of the others."""
+    counts = np.asarray(counts, np.float64)
+    frequency = counts / max(counts.sum(), 1.0)
+    present = frequency > 0
+    weights = np.zeros_like(frequency)
+    weights[present] = frequency[present] ** -0.5
+    weights /= max(float((frequency * weights).sum()), 1e-12)
+    weights[~present] = weights[present].max() if present.any() else 1.0
+    return [round(float(w), 4) for w in weights]
+
+
+def _resolve_classes(config: FitConfig, source) -> FitConfig:
+    """Fill in ``num_classes``, ``loss`` and ``class_weights`` from the dataset; refuse a mismatch."""
+    stored = source.num_classes
+    num_classes = stored if config.num_classes is None else config.num_classes
+    if num_classes != stored:
+        kind = "binary ({0, 1} masks)" if stored == 1 else f"{stored} classes"
+        raise ValueError(f"{config.data} is {kind}, but num_classes is {num_classes}: pass --num-classes "
+                         f"{stored} (or leave it out to take the dataset's)")
+    loss = config.loss or ("bce_dice" if num_classes == 1 else "ce_lovasz")
+    weights = config.class_weights
+    if num_classes == 1 or loss not in ("ce", "ce_lovasz") or weights in (None, "none"):
+        weights = None
+    elif weights == "auto":
+        from buildings.data.inspect import class_pixel_counts
+
+        weights = class_weights_from_counts(class_pixel_counts(source, num_classes))
+    else:
+        weights = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
+        if len(weights) != num_classes or min(weights) < 0:
+            raise ValueError(f"class_weights needs {num_classes} non-negative numbers, got {config.class_weights}")
+    config = dataclasses.replace(config, num_classes=num_classes, loss=loss, class_weights=weights)
+    _check_classes(config)
+    return config
+
+
+def _check_classes(config: FitConfig) -> None:
+    if config.num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {config.num_classes}")
+    if config.loss is None:
+        return
     if config.num_classes == 1 and config.loss in MULTICLASS_LOSSES:
         raise ValueError(f"loss {config.loss!r} is for num_classes > 1")
     if config.num_classes > 1 and config.loss not in MULTICLASS_LOSSES:
         raise ValueError(f"loss {config.loss!r} is binary; with num_classes > 1 use one of {MULTICLASS_LOSSES}")
-    if config.image_size % 32:
-        raise ValueError(f"image_size must be a multiple of 32, got {config.image_size}")
 
 
 def fit(config: FitConfig, *, resume: bool = False, command: str | None = None) -> RunResult:
@@ -223,11 +280,11 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None) 
     if not resume and (run_dir / "config.json").exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, "
                               "or another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = dataclasses.replace(config, run_dir=str(run_dir))
-
     train_source = open_split(config.data, "train", config.data_dir)
     val_source = open_split(config.data, "validation", config.data_dir)
+    config = _resolve_classes(config, train_source)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, run_dir=str(run_dir))
     loader = {"workers": config.workers, "use_multiprocessing": config.use_multiprocessing}
     train = SegmentationBatches(train_source, config.batch_size, image_size=config.image_size,
                                 augment=config.aug, training=True, seed=config.seed, cutmix=config.cutmix,
@@ -291,7 +348,7 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None) 
         begin = max(first, start_epoch)
         if begin > 0 and (run_dir / "last.keras").exists() and not (backup_dir / f"phase{index}").exists():
             model.load_weights(run_dir / "last.keras")  # a new phase starts from the last epoch
-        _compile(model, config, steps, done_steps=begin * steps)
+        _compile(model, config, steps, done_steps=begin * steps, class_names=train_source.class_names)
         train.set_epoch(begin)
         # Last, so an epoch counts as finished only once its history row and checkpoints are written.
         backup = keras.callbacks.BackupAndRestore(str(backup_dir / f"phase{index}"), delete_checkpoint=False)

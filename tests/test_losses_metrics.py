@@ -246,3 +246,20 @@ def test_mean_iou_ignores_255_and_absent_classes():
     assert to_numpy(metric.result()) == pytest.approx(np.mean(ious), rel=1e-5)
     metric.reset_state()
     assert to_numpy(metric.confusion).sum() == 0
+
+
+def test_class_iou_metrics_match_numpy_and_name_the_classes():
+    labels, z = multiclass_case()
+    names = ("building", "farmland", "forest", "other")
+    reported = metrics.multiclass_metrics(4, names)
+    assert [m.name for m in reported] == ["miou", *(f"iou_{n}" for n in names)]
+    pred = z.argmax(-1)
+    valid = labels != 255
+    for metric in reported[1:]:
+        metric.update_state(labels, z)
+        c = metric.class_id
+        inter = ((pred == c) & (labels == c) & valid).sum()
+        union = (((pred == c) | (labels == c)) & valid).sum()
+        assert to_numpy(metric.result()) == pytest.approx(inter / union if union else 0.0, rel=1e-5)
+    with pytest.raises(ValueError, match="class_id must be in 0..3"):
+        metrics.ClassIoU(4, 4)

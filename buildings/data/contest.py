@@ -28,6 +28,7 @@ __all__ = [
     "ContestDownload",
     "ContestExample",
     "CONTEST_FILES",
+    "ImageFolder",
     "check_jpeg",
     "open_contest",
 ]
@@ -48,10 +49,11 @@ class ContestExample:
     source: str  # where the image came from, for messages
 
 
-class _ImageFolder:
-    """Images inside a zip (any sub-folder) or a directory, by base name."""
+class ImageFolder:
+    """Images inside a zip (any sub-folder) or a directory, by base name. With ``within``, only the
+    images whose parent folder is called ``within`` (``lab_train`` inside ``train_and_label.zip``)."""
 
-    def __init__(self, location: Path):
+    def __init__(self, location: Path, within: str | None = None):
         self.location = location
         self._zip: zipfile.ZipFile | None = None
         if location.suffix.lower() == ".zip":
@@ -62,10 +64,12 @@ class _ImageFolder:
             members = [
                 m for m in self._zip.namelist()
                 if not m.endswith("/") and "__MACOSX" not in m and m.lower().endswith(IMAGE_SUFFIXES)
+                and (within is None or Path(m).parent.name == within)
             ]
-            self.paths = {Path(m).name: m for m in members}
+            self.paths = {Path(m).name: m for m in sorted(members)}
         else:
-            files = sorted(p for p in location.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in location.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                           and (within is None or p.parent.name == within))
             self.paths = {p.name: p for p in files}
 
     def read(self, name: str) -> bytes:
@@ -121,8 +125,8 @@ class ContestDownload:
     shape: tuple[int, int]
     train_masks: dict[str, str]  # name -> RLE, in train_mask.csv order
     test_names: list[str]  # sample-submit order
-    _train: _ImageFolder
-    _test: _ImageFolder | None
+    _train: ImageFolder
+    _test: ImageFolder | None
 
     @property
     def train_names(self) -> list[str]:
@@ -166,7 +170,7 @@ def open_contest(manual_dir, *, shape=(512, 512)) -> ContestDownload:
         raise ContestDataError(str(err)) from None
     if not masks:
         raise ContestDataError(f"{mask_csv}: no mask lines")
-    train = _ImageFolder(train_dir)
+    train = ImageFolder(train_dir)
     only_csv = [n for n in masks if n not in train.paths]
     only_img = [n for n in train.paths if n not in masks]
     if only_csv or only_img:
@@ -176,7 +180,7 @@ def open_contest(manual_dir, *, shape=(512, 512)) -> ContestDownload:
     sample = _find(root, "test_a_samplesubmit.csv", "test_a_samplesubmit.csv.zip")
     test, test_names = None, []
     if test_dir is not None:
-        test = _ImageFolder(test_dir)
+        test = ImageFolder(test_dir)
         if sample is not None:
             try:
                 test_names = list(read_submission(sample))

@@ -1,5 +1,5 @@
-"""Looking at a built dataset: ``dataset_stats`` (counts, building fraction, channel mean/std) and
-``preview_grid`` (images with their mask drawn on top)."""
+"""Looking at a built dataset: ``dataset_stats`` (counts, building or class fractions, channel
+mean/std), ``class_pixel_counts`` and ``preview_grid`` (images with their mask drawn on top)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,35 @@ import numpy as np
 
 from buildings.data.pipeline import decode_record, open_split
 
-__all__ = ["dataset_stats", "overlay_mask", "preview_grid", "write_grid_png"]
+__all__ = ["PALETTE", "class_pixel_counts", "dataset_stats", "overlay_labels", "overlay_mask", "preview_grid",
+           "write_grid_png"]
+
+# RGB colours of class indices 0..7 in overlays (then repeating); unlabelled (255) is left untinted.
+PALETTE = np.array([(230, 25, 75), (255, 225, 25), (60, 180, 75), (170, 170, 170), (0, 130, 200),
+                    (245, 130, 48), (145, 30, 180), (70, 240, 240)], np.uint8)
+
+
+def class_pixel_counts(source, num_classes: int) -> list[int]:
+    """Pixels of each class over the labelled records of a split (255 = unlabelled left out)."""
+    counts = np.zeros(num_classes, np.int64)
+    for index in range(len(source)):
+        record = source[index]
+        if not bool(record.get("has_mask", True)):
+            continue
+        mask = cv2.imdecode(np.frombuffer(record["mask"], np.uint8), cv2.IMREAD_UNCHANGED)
+        counts += np.bincount(mask.ravel(), minlength=256)[:num_classes]
+    return counts.tolist()
 
 
 def dataset_stats(data, *, splits=("train", "validation", "test"), data_dir=None,
                   progress: Callable[[int], None] | None = None) -> dict:
-    """Per split: images, images with a mask, empty masks, building-pixel fraction, and the
-    per-channel RGB mean / std (0..1 scale) over all pixels of the split."""
+    """Per split: images, images with a mask, empty masks, building-pixel fraction (binary) or the
+    fraction of each class and of unlabelled pixels (multi-class), and the per-channel RGB mean / std
+    (0..1 scale) over all pixels of the split."""
     result = {}
     for split in splits:
         source = open_split(data, split, data_dir)
+        classes = np.zeros(256, np.int64)
         pixel_sum = np.zeros(3)
         pixel_sq = np.zeros(3)
         n_pixels = building = empty = labelled = 0
@@ -36,6 +55,7 @@ def dataset_stats(data, *, splits=("train", "validation", "test"), data_dir=None
                 count = int(np.count_nonzero(mask))
                 building += count
                 empty += count == 0
+                classes += np.bincount(mask.ravel(), minlength=256)
             if progress:
                 progress(1)
         mean = pixel_sum / max(n_pixels, 1)
@@ -46,9 +66,17 @@ def dataset_stats(data, *, splits=("train", "validation", "test"), data_dir=None
             "with_mask": labelled,
             "empty_masks": empty,
             "building_fraction": building / labelled_pixels if labelled else float("nan"),
+            "num_classes": source.num_classes,
             "mean_rgb": mean.round(4).tolist(),
             "std_rgb": std.round(4).tolist(),
         }
+        if source.num_classes > 1:
+            del result[split]["building_fraction"]
+            total = max(int(classes.sum()), 1)
+            names = source.class_names or tuple(f"class{i}" for i in range(source.num_classes))
+            result[split]["class_fraction"] = {
+                names[i]: round(float(classes[i] / total), 5) for i in range(source.num_classes)}
+            result[split]["unlabelled_fraction"] = round(float(classes[255] / total), 5)
     return result
 
 
@@ -62,6 +90,15 @@ def overlay_mask(image_rgb: np.ndarray, mask: np.ndarray, colour=(255, 220, 0), 
     return out
 
 
+def overlay_labels(image_rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """``image_rgb`` tinted with the :data:`PALETTE` colour of each pixel's class (255 untinted)."""
+    colours = PALETTE[labels % len(PALETTE)].astype(np.float32)
+    shown = image_rgb.astype(np.float32) * (1 - alpha) + colours * alpha
+    keep = labels == 255
+    shown[keep] = image_rgb[keep]
+    return shown.astype(np.uint8)
+
+
 def preview_grid(data, out, *, split="train", n=16, columns=4, tile=256, seed=0, data_dir=None) -> Path:
     """Write a PNG grid of ``n`` random images of ``split`` with their masks overlaid, named."""
     source = open_split(data, split, data_dir)
@@ -71,7 +108,10 @@ def preview_grid(data, out, *, split="train", n=16, columns=4, tile=256, seed=0,
     for index in sorted(picks.tolist()):
         record = source[index]
         image, mask = decode_record(record)
-        shown = overlay_mask(image, mask) if bool(record.get("has_mask", True)) else image
+        if not bool(record.get("has_mask", True)):
+            shown = image
+        else:
+            shown = overlay_mask(image, mask) if source.num_classes == 1 else overlay_labels(image, mask)
         shown = cv2.resize(shown, (tile, tile), interpolation=cv2.INTER_AREA)
         name = record["name"].decode() if isinstance(record["name"], bytes) else str(record["name"])
         cv2.putText(shown, name, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)

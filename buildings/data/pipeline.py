@@ -2,10 +2,15 @@
 
 ``open_split`` finds a built dataset (a TFDS name, a data_dir, or a dataset folder) and returns a
 random-access source of raw records (JPEG / PNG bytes, decoded here with OpenCV, which is faster
-than TFDS's PIL path). ``SegmentationBatches`` is a ``keras.utils.PyDataset``: batches of
-(normalised float32 RGB images, float32 {0,1} masks), worker threads or processes, a per-epoch
-shuffle and per-sample augmentation seeded from (seed, epoch, index) so that a run is reproducible
-whatever the number of workers.
+than TFDS's PIL path) that knows its ``num_classes`` (1 for a binary dataset, N from a multi-class
+dataset's metadata). ``SegmentationBatches`` is a ``keras.utils.PyDataset``: batches of
+(normalised float32 RGB images, float32 masks), worker threads or processes, a per-epoch shuffle
+and per-sample augmentation seeded from (seed, epoch, index) so that a run is reproducible whatever
+the number of workers.
+
+Binary and multi-class datasets take the same path: masks are carried as stored ({0, 1}, or class
+indices with 255 = unlabelled), never binarised or one-hot encoded here; what differs is only the
+fill value of padded mask pixels (0 for binary, 255 = ignored for multi-class).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = [
     "build_augmentation",
     "decode_record",
     "open_split",
+    "pad_batch",
 ]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -51,6 +57,8 @@ class SplitSource:
     name: str
     split: str
     directory: Path
+    num_classes: int = 1  # 1: binary {0, 1} masks; N: class indices 0..N-1, 255 = unlabelled
+    class_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -113,7 +121,11 @@ def open_split(data: str | Path, split: str, data_dir: str | Path | None = None)
             f"{directory}: stored as {builder.info.file_format}, which has no random access; rebuild "
             f"with the default array_record format ({err})"
         ) from None
-    return SplitSource(records=records, name=builder.name, split=split, directory=directory)
+    metadata = builder.info.metadata or {}
+    num_classes = int(metadata.get("num_classes", 1))
+    class_names = tuple(metadata.get("class_names", ())) or (("building",) if num_classes == 1 else ())
+    return SplitSource(records=records, name=builder.name, split=split, directory=directory,
+                       num_classes=num_classes, class_names=class_names)
 
 
 def decode_record(record: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -129,11 +141,12 @@ def decode_record(record: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = None, *,
-                       training: bool = True, resize_mode: str = "crop") -> A.Compose:
+                       training: bool = True, resize_mode: str = "crop", mask_fill: int = 0) -> A.Compose:
     """The albumentations pipeline of a preset (``none``, ``light``, ``strong``).
 
-    ``image_size`` (side or (height, width)) crops (training, ``resize_mode='crop'``) or resizes to
-    that size. Masks use nearest-neighbour interpolation everywhere, so they stay binary.
+    ``image_size`` (side or (height, width)) crops (training, ``resize_mode='crop'``; images smaller
+    than it are padded, masks with ``mask_fill``) or resizes to that size. Masks use
+    nearest-neighbour interpolation everywhere, so they keep their values (binary or class indices).
     """
     if preset not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {preset!r}")
@@ -141,7 +154,7 @@ def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = N
     if image_size is not None:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
         if training and resize_mode == "crop":
-            steps.append(A.RandomCrop(height, width, pad_if_needed=True))
+            steps.append(A.RandomCrop(height, width, pad_if_needed=True, fill_mask=mask_fill))
         else:
             steps.append(A.Resize(height, width, mask_interpolation=cv2.INTER_NEAREST))
     if training and preset in ("light", "strong"):
@@ -180,8 +193,26 @@ def cutmix(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, p: f
         masks[i, y:y + h, x:x + w] = masks[j, y:y + h, x:x + w]
 
 
+def pad_batch(images: list[np.ndarray], masks: list[np.ndarray], mask_fill: int, multiple: int = 32):
+    """Stack images / masks of possibly different sizes, padded (bottom and right) to the largest
+    height and width rounded up to ``multiple`` (every model takes multiples of 32): images with 0,
+    masks with ``mask_fill``."""
+    height = -(-max(i.shape[0] for i in images) // multiple) * multiple
+    width = -(-max(i.shape[1] for i in images) // multiple) * multiple
+    out_images = np.zeros((len(images), height, width, 3), np.uint8)
+    out_masks = np.full((len(masks), height, width), mask_fill, np.uint8)
+    for k, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        out_images[k, :image.shape[0], :image.shape[1]] = image
+        out_masks[k, :mask.shape[0], :mask.shape[1]] = mask
+    return out_images, out_masks
+
+
 class SegmentationBatches(keras.utils.PyDataset):
-    """Batches of (float32 normalised RGB (B, H, W, 3), float32 {0,1} mask (B, H, W, 1)).
+    """Batches of (float32 normalised RGB (B, H, W, 3), float32 mask (B, H, W, 1)).
+
+    Masks keep their stored values: {0, 1} for a binary dataset, class indices with 255 =
+    unlabelled for a multi-class one. Images of different sizes in a batch (or sizes that are not
+    multiples of 32) are padded to a common multiple of 32, masks with ``mask_fill``.
 
     Args:
         source: a :class:`SplitSource` (or any sequence of raw records).
@@ -192,12 +223,15 @@ class SegmentationBatches(keras.utils.PyDataset):
         seed: the order and every augmentation follow from it.
         cutmix: probability that a training sample receives a box from another one.
         resize_mode: ``crop`` (random crops in training, resize otherwise) or ``resize``.
+        mask_fill: value of padded mask pixels; default 0 for binary sources, 255 (ignored by the
+            multi-class losses and metrics) for multi-class ones.
         workers, use_multiprocessing, max_queue_size: as ``keras.utils.PyDataset``.
     """
 
     def __init__(self, source, batch_size: int = 8, *, image_size=None, augment: str = "none",
                  training: bool = False, seed: int = 0, cutmix: float = 0.0, resize_mode: str = "crop",
-                 workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
+                 mask_fill: int | None = None, workers: int = 1, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         if batch_size < 1:
@@ -207,8 +241,12 @@ class SegmentationBatches(keras.utils.PyDataset):
         self.training = training
         self.seed = seed
         self.cutmix_p = cutmix
-        self._augmentation = (augment, image_size, training, resize_mode)
-        build_augmentation(augment, image_size, training=training, resize_mode=resize_mode)  # check args
+        if mask_fill is None:
+            mask_fill = 255 if getattr(source, "num_classes", 1) > 1 else 0
+        self.mask_fill = mask_fill
+        self._augmentation = (augment, image_size, training, resize_mode, mask_fill)
+        build_augmentation(augment, image_size, training=training, resize_mode=resize_mode,
+                           mask_fill=mask_fill)  # check args
         self._local = threading.local()
         self.epoch = 0
         self.order = self._order(0)
@@ -245,8 +283,9 @@ class SegmentationBatches(keras.utils.PyDataset):
         """One albumentations pipeline per worker thread: re-seeding a shared one would race."""
         transform = getattr(self._local, "transform", None)
         if transform is None:
-            augment, image_size, training, resize_mode = self._augmentation
-            transform = build_augmentation(augment, image_size, training=training, resize_mode=resize_mode)
+            augment, image_size, training, resize_mode, mask_fill = self._augmentation
+            transform = build_augmentation(augment, image_size, training=training, resize_mode=resize_mode,
+                                           mask_fill=mask_fill)
             self._local.transform = transform
         return transform
 
@@ -264,8 +303,7 @@ class SegmentationBatches(keras.utils.PyDataset):
             raise IndexError(f"batch {index} out of range ({len(self)} batches)")
         positions = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.order)))
         pairs = [self.load(p) for p in positions]
-        images = np.stack([p[0] for p in pairs])
-        masks = np.stack([p[1] for p in pairs])
+        images, masks = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], self.mask_fill)
         if self.training and self.cutmix_p > 0:
             cutmix(images, masks, np.random.default_rng([self.seed, self.epoch, index, 1]), self.cutmix_p)
         return normalise(images), masks[..., None].astype(np.float32)

@@ -19,7 +19,7 @@ import numpy as np
 from buildings.rle import encode_rle
 from buildings.submission import write_submission
 
-__all__ = ["synth_scene", "write_synthetic_contest"]
+__all__ = ["synth_parcel_scene", "synth_scene", "write_synthetic_contest", "write_synthetic_parcels"]
 
 
 def _ground(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -63,12 +63,9 @@ def _footprint(rng, size) -> np.ndarray:
     return np.round(pts @ rot.T + [cx, cy]).astype(np.int32)
 
 
-def synth_scene(rng: np.random.Generator, size: int = 512, p_empty: float = 0.25):
-    """One scene: (BGR uint8 image, uint8 {0,1} mask)."""
-    image = _ground(rng, size)
-    _roads(rng, image, size)
+def _buildings(rng, image, size, n_buildings) -> np.ndarray:
+    """Draw ``n_buildings`` roofs with cast shadows into ``image``; returns their {0,1} footprints."""
     mask = np.zeros((size, size), np.uint8)
-    n_buildings = 0 if rng.random() < p_empty else int(rng.integers(1, 14))
     shadow = np.array(rng.integers(3, 9, 2))
     roofs = []
     for _ in range(n_buildings):
@@ -88,9 +85,99 @@ def synth_scene(rng: np.random.Generator, size: int = 512, p_empty: float = 0.25
             side = ((xx - x) * normal[0] + (yy - y) * normal[1]) > 0
             image[yy[side], xx[side]] *= 0.78
         cv2.fillPoly(mask, [poly], 1)
+    return mask
+
+
+def synth_scene(rng: np.random.Generator, size: int = 512, p_empty: float = 0.25):
+    """One scene: (BGR uint8 image, uint8 {0,1} mask)."""
+    image = _ground(rng, size)
+    _roads(rng, image, size)
+    n_buildings = 0 if rng.random() < p_empty else int(rng.integers(1, 14))
+    mask = _buildings(rng, image, size, n_buildings)
     _trees(rng, image, size, int(rng.integers(0, 25)))
     image = cv2.GaussianBlur(image, (3, 3), 0.8)
     return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+# Land-cover kinds drawn by synth_parcel_scene, and the class index of each kind per class count.
+KINDS = ("building", "farmland", "forest", "other")
+KIND_CLASSES = {2: (1, 0, 0, 0), 4: (0, 1, 2, 3), 7: (0, 1, 2, 6)}
+
+
+def synth_parcel_scene(rng: np.random.Generator, size: int = 256, num_classes: int = 4,
+                       p_unlabelled: float = 0.4):
+    """One multi-class scene: (BGR uint8 image, uint8 labels). Striped farmland fields, forest
+    patches of dense crowns, buildings, and other ground (roads, bare soil); labels are class
+    indices (``KIND_CLASSES``), and with probability ``p_unlabelled`` a box is 255 (unlabelled)."""
+    if num_classes not in KIND_CLASSES:
+        raise ValueError(f"synthetic parcels come in {sorted(KIND_CLASSES)} classes, not {num_classes}")
+    image = _ground(rng, size)
+    kind = np.full((size, size), KINDS.index("other"), np.uint8)
+    _roads(rng, image, size)
+    for _ in range(int(rng.integers(0, 3))):  # fields: rotated rectangles with crop rows
+        field = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(field, [_field(rng, size)], 1)
+        rows = (np.add.outer(np.arange(size), np.arange(size) * rng.uniform(-0.5, 0.5)) // rng.integers(3, 7)) % 2
+        colour = np.where(rows[..., None] > 0, (40, 120, 110), (50, 95, 140)).astype(np.float32)
+        image[field > 0] = colour[field > 0] + rng.normal(0, 6, (int(field.sum()), 3))
+        kind[field > 0] = KINDS.index("farmland")
+    for _ in range(int(rng.integers(0, 3))):  # forest: a patch filled with dark crowns
+        forest = np.zeros((size, size), np.uint8)
+        centre = rng.integers(0, size, 2)
+        axes = rng.integers(size // 10, size // 3, 2)
+        cv2.ellipse(forest, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])),
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        image[forest > 0] = (30, 60, 35)
+        ys, xs = np.nonzero(forest)
+        for i in rng.choice(len(ys), size=min(len(ys), 60), replace=False) if len(ys) else []:
+            radius = int(rng.integers(3, 9))
+            cv2.circle(image, (int(xs[i]), int(ys[i])), radius,
+                       (float(rng.uniform(25, 45)), float(rng.uniform(75, 110)), float(rng.uniform(30, 50))), -1)
+        kind[forest > 0] = KINDS.index("forest")
+    n_buildings = 0 if rng.random() < 0.2 else int(rng.integers(1, 8))
+    kind[_buildings(rng, image, size, n_buildings) > 0] = KINDS.index("building")
+    labels = np.asarray(KIND_CLASSES[num_classes], np.uint8)[kind]
+    if rng.random() < p_unlabelled:
+        y, x = rng.integers(0, size * 3 // 4, 2)
+        h, w = rng.integers(size // 10, size // 3, 2)
+        labels[y:y + h, x:x + w] = 255
+    image = cv2.GaussianBlur(image, (3, 3), 0.8)
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def _field(rng, size) -> np.ndarray:
+    cx, cy = rng.uniform(0.1, 0.9, 2) * size
+    w, h = rng.uniform(0.2, 0.6, 2) * size
+    pts = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2
+    angle = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return np.round(pts @ rot.T + [cx, cy]).astype(np.int32)
+
+
+def write_synthetic_parcels(out, n: int = 32, *, num_classes: int = 4, seed: int = 0, size: int = 256,
+                            test_fraction: float = 0.25, quality: int = 90) -> dict[str, Path]:
+    """Write ``n`` synthetic multi-class tiles in the 地块分割 folder layout: ``img_train/*.jpg``,
+    ``lab_train/*.png`` (class indices, 255 = unlabelled), ``img_testA/*.jpg``, plus
+    ``lab_testA/*.png`` (truth, for local scoring)."""
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (one train and one test tile), got {n}")
+    from buildings.label_maps import encode_label_png
+
+    out = Path(out)
+    folders = {key: out / key for key in ("img_train", "lab_train", "img_testA", "lab_testA")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n_test = max(1, int(round(n * test_fraction)))
+    for index in range(n):
+        image, labels = synth_parcel_scene(rng, size, num_classes)
+        stem = f"P{seed:03d}{index:05d}"
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok
+        images, truth = ("img_train", "lab_train") if index < n - n_test else ("img_testA", "lab_testA")
+        (folders[images] / f"{stem}.jpg").write_bytes(jpeg.tobytes())
+        (folders[truth] / f"{stem}.png").write_bytes(encode_label_png(labels))
+    return folders
 
 
 def _zip_images(path: Path, folder: str, images: dict[str, bytes]) -> None:

@@ -13,13 +13,13 @@ no TensorFlow; the default file format is ``array_record`` so the result is read
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
-import cv2
-import numpy as np
 import tensorflow_datasets as tfds
 
 from buildings.data.contest import CONTEST_FILES, open_contest
+from buildings.data.tfds_common import build_tfds, example, is_validation, segmentation_features
+
+__all__ = ["TianchiBuildings", "TianchiBuildingsConfig", "build_dataset", "is_validation"]
 
 IMAGE_SHAPE = (512, 512)
 
@@ -31,19 +31,6 @@ its four data files and put them, as downloaded or extracted, in one folder pass
   {CONTEST_FILES[2]}  (or the extracted test_a/ folder)
   {CONTEST_FILES[3]}
 """
-
-
-def is_validation(name: str, percent: float) -> bool:
-    """Deterministic hold-out: the first 4 bytes of md5(name) as a fraction below ``percent``%."""
-    digest = hashlib.md5(name.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < percent / 100.0
-
-
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(mask, dtype=np.uint8)[..., None])
-    if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
-        raise RuntimeError("PNG encoding of a mask failed")
-    return data.tobytes()
 
 
 @dataclasses.dataclass
@@ -73,12 +60,7 @@ class TianchiBuildings(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(*IMAGE_SHAPE, 3), encoding_format="jpeg"),
-                "mask": tfds.features.Image(shape=(*IMAGE_SHAPE, 1), encoding_format="png"),
-                "has_mask": np.bool_,
-                "name": tfds.features.Text(),
-            }),
+            features=segmentation_features(IMAGE_SHAPE),
             supervised_keys=("image", "mask"),
             disable_shuffling=True,  # keeps test in sample-submit order; loaders shuffle per epoch
             homepage="https://tianchi.aliyun.com/competition/entrance/531872",
@@ -96,36 +78,15 @@ class TianchiBuildings(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         }
 
     def _generate_examples(self, download, split, names):
-        empty_mask = None
-        for example in download.examples(split, names):
-            if example.mask is None:
-                if empty_mask is None:
-                    empty_mask = encode_mask_png(np.zeros(IMAGE_SHAPE, np.uint8))
-                mask_png, has_mask = empty_mask, False
-            else:
-                mask_png, has_mask = encode_mask_png(example.mask), True
-            yield example.name, {
-                "image": example.image_bytes,
-                "mask": mask_png,
-                "has_mask": has_mask,
-                "name": example.name,
-            }
+        for item in download.examples(split, names):
+            yield item.name, example(item.name, item.image_bytes, item.mask, IMAGE_SHAPE)
+
+    @staticmethod
+    def check_download(manual_dir) -> None:
+        open_contest(manual_dir, shape=IMAGE_SHAPE)
 
 
 def build_dataset(manual_dir, data_dir=None, *, config: str = "val5", overwrite: bool = False):
     """Build ``tianchi_buildings/<config>`` from the contest files in ``manual_dir`` (no TensorFlow
-    needed; array_record). Returns the version folder. A failed build leaves nothing TFDS or
-    ``buildings`` would take for a dataset (TFDS writes into an ``incomplete.*`` folder and renames
-    it only at the end)."""
-    import os
-    from pathlib import Path
-
-    data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
-    builder = TianchiBuildings(data_dir=str(data_dir), config=config)
-    mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    if overwrite:
-        mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
-    open_contest(manual_dir, shape=IMAGE_SHAPE)  # fail fast on names / RLE before TFDS starts
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), download_mode=mode))
-    return Path(builder.data_dir)
+    needed; array_record). Returns the version folder."""
+    return build_tfds(TianchiBuildings, manual_dir, data_dir, config=config, overwrite=overwrite)
