@@ -4,6 +4,9 @@ Each backend runs in a fresh subprocess (Keras fixes its backend at import). All
 same initial weights (built once, saved, loaded by each) and train on the same fixed batches, so
 the loss after N steps says whether the backends agree numerically, and the timings compare
 like with like.
+
+``torch-plain`` is a further choice of backend: torch with ``buildings.models.torch_speedups`` off
+(Keras as released), to show what those substitutions do.
 """
 
 from __future__ import annotations
@@ -19,10 +22,15 @@ from pathlib import Path
 __all__ = ["BACKENDS", "run_bench", "bench_current_backend"]
 
 BACKENDS = ("torch", "jax", "tensorflow")
+PLAIN_TORCH = "torch-plain"  # torch without buildings.models.torch_speedups
 
 
 def installed_backends() -> list[str]:
     return [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
+
+
+def _module(backend: str) -> str:
+    return "torch" if backend == PLAIN_TORCH else backend
 
 
 def _batches(n_steps: int, batch_size: int, image_size: int, seed: int = 0):
@@ -78,7 +86,7 @@ def bench_current_backend(spec: dict) -> dict:
 
     from buildings.config import PRECISIONS
     from buildings.losses import get_loss
-    from buildings.models import build_model
+    from buildings.models import build_model, torch_speedups
     from buildings.training import describe_device
 
     keras.mixed_precision.set_global_policy(PRECISIONS[spec["precision"]])
@@ -106,7 +114,10 @@ def bench_current_backend(spec: dict) -> dict:
         infer.append(time.perf_counter() - start)
     memory, kind = _peak_memory_mb()
     p50, p90 = float(np.percentile(times, 50)), float(np.percentile(times, 90))
-    return {"backend": keras.backend.backend(), "device": describe_device(),
+    backend = keras.backend.backend()
+    if backend == "torch" and not any(torch_speedups.installed().values()):
+        backend = PLAIN_TORCH
+    return {"backend": backend, "device": describe_device(),
             "train_images_per_s": spec["batch_size"] / p50, "step_p50_s": p50, "step_p90_s": p90,
             "first_step_s": first, "infer_images_per_s": spec["batch_size"] / float(np.median(infer)),
             "peak_memory_mb": memory, "memory_kind": kind, "loss_first": losses[0], "loss_last": losses[-1]}
@@ -115,10 +126,14 @@ def bench_current_backend(spec: dict) -> dict:
 def run_bench(model: str = "unet", *, image_size: int = 256, batch_size: int = 4, steps: int = 10,
               precision: str = "fp32", model_options: dict | None = None, backends=None,
               jit_compile="auto") -> list[dict]:
-    """Benchmark ``model`` under each backend in fresh subprocesses; returns the rows."""
+    """Benchmark ``model`` under each backend in fresh subprocesses (``torch-plain``: torch with
+    the speed-ups off); returns the rows."""
     model_options = dict(model_options or {})
     backends = list(backends or installed_backends())
-    missing = [b for b in backends if b not in installed_backends()]
+    unknown = [b for b in backends if b not in (*BACKENDS, PLAIN_TORCH)]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown}: choose from {', '.join((*BACKENDS, PLAIN_TORCH))}")
+    missing = [b for b in backends if _module(b) not in installed_backends()]
     if missing:
         raise ValueError(f"backend(s) not installed: {missing}")
     with tempfile.TemporaryDirectory(prefix="buildings-bench-") as tmp:
@@ -140,7 +155,9 @@ def run_bench(model: str = "unet", *, image_size: int = 256, batch_size: int = 4
 
 
 def _run_child(backend: str, code: str) -> str:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "KERAS_BACKEND": _module(backend), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if backend == PLAIN_TORCH:
+        env["BUILDINGS_TORCH_SPEEDUPS"] = "0"
     if backend == "jax":
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if backend == "tensorflow":

@@ -537,7 +537,9 @@ def demo_command(out, minutes, n, seed):
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--steps", type=click.IntRange(2), default=10, show_default=True, help="Timed steps.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--backends", default=None, help="Comma-separated (default: every installed one).")
+@click.option("--backends", default=None,
+              help="Comma-separated (default: every installed one); torch-plain = torch without the "
+                   "package's torch speed-ups (Keras as released).")
 @click.option("--jit-compile", type=click.Choice(["auto", "true", "false"]), default="auto", show_default=True,
               help="Keras compile(jit_compile=...): XLA on jax/tensorflow, torch.compile on torch.")
 @click.option("--json", "as_json", is_flag=True)

@@ -33,7 +33,7 @@ from buildings.config import PRECISIONS, FitConfig
 from buildings.data.pipeline import SegmentationBatches, open_split
 from buildings.losses import MULTICLASS_LOSSES, get_loss
 from buildings.metrics import binary_metrics, multiclass_metrics
-from buildings.models import build_model, model_options
+from buildings.models import build_model, model_options, torch_speedups
 
 __all__ = ["FitConfig", "RunResult", "describe_device", "fit", "load_run_config"]
 
@@ -300,6 +300,7 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None) 
     _write_json(run_dir / "config.json", {
         "options": dataclasses.asdict(config), "backend": keras.backend.backend(), "device": device,
         "precision_policy": PRECISIONS[precision], "versions": _versions(), "git_commit": _git_commit(),
+        "torch_speedups": torch_speedups.installed() if keras.backend.backend() == "torch" else None,
         "command": command, "train_images": len(train_source), "validation_images": len(val_source),
         "parameters": model.count_params()})
 

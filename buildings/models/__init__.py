@@ -17,6 +17,7 @@ import inspect
 import keras
 
 from buildings.models import layers as _layers  # noqa: F401  (registers custom layers for loading)
+from buildings.models import torch_speedups
 from buildings.models.attunet import build_attunet
 from buildings.models.deeplabv3plus import build_deeplabv3plus
 from buildings.models.encoders import ENCODERS
@@ -55,6 +56,7 @@ def build_model(name: str, **options) -> keras.Model:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"{key} does not take {unknown}; it takes {sorted(accepted)}")
+    torch_speedups.install()  # no-op off torch; see torch_speedups for what and why
     return MODELS[key](**options)
 
 
@@ -64,4 +66,5 @@ def load_model(path, *, compile: bool = True) -> keras.Model:
     import buildings.losses  # noqa: F401
     import buildings.metrics  # noqa: F401
 
+    torch_speedups.install()
     return keras.models.load_model(path, compile=compile)
