@@ -1,12 +1,15 @@
 """barnarp through the multi-class path (folder layout, 2 classes, CE + Lovasz-softmax) against the
 binary path (Tianchi layout, 1 logit, BCE + Dice): same images, same validation hold-out (val10),
-same model, schedule and seeds. Both are evaluated the same way on validation: building IoU
-(pooled), mIoU over {background, building} and contest Dice (mean per-image Dice, 1 when both
-empty, from the predicted building mask).
+same model, schedule and seeds. Both are evaluated the same way: on validation (13 tiles), building
+IoU (pooled), mIoU over {background, building} and contest Dice (mean per-image Dice, 1 when both
+empty, from the predicted building mask); on test_a (50 tiles, spatially disjoint, truth from
+test_a_mask.csv), contest Dice and pooled building IoU. The seed-to-seed spread within each path is
+the noise the difference between the paths is compared with.
 
-    python experiments/parcels_vs_binary.py [--epochs 12] [--seeds 0,1] [--out /tmp/parcels-vs-binary]
+    python experiments/parcels_vs_binary.py [--epochs 12] [--seeds 0,1,2] [--out /tmp/parcels-vs-binary]
 
-Prints a markdown table; figures recorded in experiments/RESULTS.md.
+Prints a markdown table (one row per run, then mean +- std per path); figures recorded in
+experiments/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,22 +29,32 @@ from buildings.data.land_parcels import contest_to_folders  # noqa: E402
 from buildings.data.land_parcels_tfds import build_land_parcels  # noqa: E402
 from buildings.data.pipeline import decode_record, open_split  # noqa: E402
 from buildings.data.tianchi_tfds import build_dataset  # noqa: E402
-from buildings.inference import Predictor, evaluate, load_checkpoints  # noqa: E402
-from buildings.submission import image_dice  # noqa: E402
+from buildings.inference import Predictor, evaluate, load_checkpoints, split_items  # noqa: E402
+from buildings.rle import decode_rle  # noqa: E402
+from buildings.submission import image_dice, read_submission  # noqa: E402
 from buildings.training import fit  # noqa: E402
 
 BARNARP = Path(__file__).resolve().parents[2] / "shared" / "data" / "barnarp"
 
 
-def contest_dice(predictor, data) -> float:
-    """Mean per-image Dice of the building class (1 = building for both paths)."""
+def building_scores(predictor, pairs) -> tuple[float, float]:
+    """(contest Dice, pooled building IoU) over (image, truth) pairs; class 1 = building in both paths."""
+    dice, intersection, union = [], 0, 0
+    for image, truth in pairs:
+        pred, truth = predictor.mask(predictor.probabilities(image)) == 1, truth == 1
+        dice.append(image_dice(pred, truth))
+        intersection += int(np.count_nonzero(pred & truth))
+        union += int(np.count_nonzero(pred | truth))
+    return float(np.mean(dice)), intersection / max(union, 1)
+
+
+def validation_pairs(data):
     source = open_split(data, "validation")
-    scores = []
-    for i in range(len(source)):
-        image, truth = decode_record(source[i])
-        labels = predictor.mask(predictor.probabilities(image))
-        scores.append(image_dice(labels == 1, truth == 1))
-    return float(np.mean(scores))
+    return (decode_record(source[i]) for i in range(len(source)))
+
+
+def test_pairs(data, truth: dict):
+    return ((load(), truth[name]) for name, load in split_items(data, "test"))
 
 
 def main():
@@ -58,6 +71,8 @@ def main():
     for split in ("train", "validation", "test"):
         a, b = open_split(binary_data, split), open_split(parcels_data, split)
         assert sorted(a[i]["name"] for i in range(len(a))) == sorted(b[i]["name"] for i in range(len(b))), split
+    test_truth = {name: decode_rle(rle, (512, 512))
+                  for name, rle in read_submission(BARNARP / "test_a_mask.csv", shape=(512, 512)).items()}
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for path, data, loss in (("binary", binary_data, "bce_dice"), ("2-class", parcels_data, "ce_lovasz")):
@@ -70,17 +85,26 @@ def main():
             wall = time.perf_counter() - start
             predictor = Predictor(load_checkpoints([run_dir / "best.keras"]))
             scores = evaluate(predictor, data, "validation")
+            test_dice, test_iou = building_scores(predictor, test_pairs(data, test_truth))
             row = {"path": path, "seed": seed, "loss": loss, "best_epoch": result.best_epoch,
                    "building_iou": scores.class_iou[1], "miou": scores.miou,
-                   "contest_dice": contest_dice(predictor, data), "wall_s": wall}
+                   "contest_dice": building_scores(predictor, validation_pairs(data))[0],
+                   "test_dice": test_dice, "test_building_iou": test_iou, "wall_s": wall}
             rows.append(row)
             print(json.dumps(row), flush=True)
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
-    print("| path | seed | loss | best epoch | building IoU | mIoU | contest Dice | wall s |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    keys = ("building_iou", "miou", "contest_dice", "test_dice", "test_building_iou")
+    print("| path | seed | loss | best epoch | val building IoU | val mIoU | val contest Dice | "
+          "test_a contest Dice | test_a building IoU | wall s |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['path']} | {r['seed']} | {r['loss']} | {r['best_epoch']} | {r['building_iou']:.4f} | "
-              f"{r['miou']:.4f} | {r['contest_dice']:.4f} | {r['wall_s']:.0f} |")
+        print(f"| {r['path']} | {r['seed']} | {r['loss']} | {r['best_epoch']} | "
+              + " | ".join(f"{r[k]:.4f}" for k in keys) + f" | {r['wall_s']:.0f} |")
+    for path in ("binary", "2-class"):
+        runs = [r for r in rows if r["path"] == path]
+        cells = [f"{np.mean([r[k] for r in runs]):.4f} ± {np.std([r[k] for r in runs], ddof=1):.4f}"
+                 if len(runs) > 1 else f"{runs[0][k]:.4f}" for k in keys]
+        print(f"| **{path}, mean ± std** | {len(runs)} seeds | | | " + " | ".join(cells) + " | |")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ torch spends more time outside the convolutions than in them:
    ``BatchNormalization.call`` keeps Keras's semantics exactly: the same variables, Keras's
    momentum convention, the *biased* batch variance in the moving average (torch's running
    variance is unbiased: it is rescaled by (n-1)/n), float32 statistics under mixed precision, and
-   the output in the layer's compute dtype. Masks, renorm, synchronized BN and non-last axes fall
-   back to Keras's own code.
+   the output in the layer's compute dtype. Masks, renorm, synchronized BN, non-last axes and
+   float64 inputs fall back to Keras's own code.
 
 Checkpoints are unaffected (the layers and variables are Keras's own), and results agree with the
 unpatched code to float rounding (``tests/test_torch_speedups.py``). :func:`install` is called when
@@ -88,7 +88,7 @@ def _batch_norm_call(self, inputs, training=None, mask=None):
     count = inputs.numel() // channels if channels else 0
     train = bool(training) and self.trainable
     if (mask is not None or self.renorm or getattr(self, "synchronized", False) or axis != ndim - 1
-            or ndim < 2 or (train and count < 2)):
+            or ndim < 2 or (train and count < 2) or inputs.dtype == torch.float64):  # fp64: fp32 weights
         return _originals["BatchNormalization.call"](self, inputs, training=training, mask=mask)
     x = torch.movedim(inputs, -1, 1) if ndim > 2 else inputs  # NCHW view, channels_last strides
     weight = self.gamma.value if self.scale else None
