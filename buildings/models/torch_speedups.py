@@ -71,6 +71,10 @@ def _pool(name: str):
     return pool
 
 
+# one function object each, so torch.compile's guards see the same function after a re-install
+_max_pool, _average_pool = _pool("max_pool"), _pool("average_pool")
+
+
 def _tensor(x):
     from keras.src.backend.torch.core import convert_to_tensor
 
@@ -124,7 +128,7 @@ def install(*, copies: bool = True, batch_norm: bool = True) -> bool:
 
     replacements = {}
     if copies:
-        replacements = {"max_pool": _pool("max_pool"), "average_pool": _pool("average_pool")}
+        replacements = {"max_pool": _max_pool, "average_pool": _average_pool}
         if "channels_last_memory_format" not in inspect.signature(torch_nn._transpose_spatial_inputs).parameters:
             replacements["conv"] = _conv  # else Keras has the upstream fix (keras-team/keras#23199)
     for name, replacement in replacements.items():
