@@ -511,17 +511,18 @@ def tune_threshold_command(checkpoints, weights, vote, tta, threshold, min_area,
 
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="buildings-demo", show_default=True)
-@click.option("--minutes", type=click.FloatRange(0.1), default=2.0, show_default=True,
-              help="Training time budget.")
+@click.option("--epochs", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--minutes", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Stop training after the epoch that crosses this time budget.")
 @click.option("--n", type=click.IntRange(16), default=64, show_default=True, help="Synthetic tiles.")
 @click.option("--seed", default=0, show_default=True)
-def demo_command(out, minutes, n, seed):
+def demo_command(out, epochs, minutes, n, seed):
     """Synthesise contest data, build the dataset, train a small model, predict the test split,
     write the submission and an overlay PNG, and print the score."""
     from buildings.demo import run_demo
 
     click.echo(f"backend {_device()}")
-    result = run_demo(out, minutes=minutes, n=n, seed=seed, say=click.echo)
+    result = run_demo(out, epochs=epochs, minutes=minutes, n=n, seed=seed, say=click.echo)
     score = result["score"]
     click.echo(f"submission {result['submission']}  overlay {result['overlay']}  run {result['run_dir']}")
     click.echo(f"contest score (mean image Dice) {score.dice:.4f} on {score.n_images} synthetic test tiles "
