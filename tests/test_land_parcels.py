@@ -267,4 +267,7 @@ def test_barnarp_as_two_classes_trains_like_the_binary_path(barnarp, tmp_path):
     building_fraction = 0.11  # validation pixels that are building (data stats); predicting none gives IoU 0
     for evaluation in scores.values():
         assert evaluation.class_iou[1] > building_fraction  # both learnt buildings
+    # within noise: the seed-to-seed std of validation building IoU is 0.04-0.05 per path
+    # (experiments/parcels_vs_binary.py, 3 seeds each), so a difference of two single runs has a
+    # std of about 0.065; 0.15 is 2.3 of those
     assert abs(scores["binary"].class_iou[1] - scores["2-class"].class_iou[1]) < 0.15
