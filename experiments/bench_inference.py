@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from buildings.cli import _parse_model_options  # noqa: E402
 from buildings.config import PRECISIONS  # noqa: E402
 from buildings.inference import Predictor, load_checkpoints  # noqa: E402
 from buildings.models import build_model, torch_speedups  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     keras.mixed_precision.set_global_policy(PRECISIONS[args.precision])
-    options = {k: int(v) if v.isdigit() else v for k, v in (o.split("=", 1) for o in args.model_option)}
+    options = _parse_model_options(args.model_option)  # the CLI's KEY=VALUE parsing (JSON values)
     if not args.checkpoint:
         options.setdefault("filters", 16)
     rng = np.random.default_rng(0)
