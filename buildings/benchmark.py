@@ -5,7 +5,7 @@ same initial weights (built once, saved, loaded by each) and train on the same f
 the loss after N steps says whether the backends agree numerically, and the timings compare
 like with like.
 
-``torch-plain`` is a further choice of backend: torch with ``buildings.models.torch_speedups`` off
+``torch-plain`` is a further choice of backend: torch with ``buildings.runtime.torch_speedups`` off
 (Keras as released), to show what those substitutions do.
 """
 
@@ -19,10 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from buildings.errors import ConfigError
+
 __all__ = ["BACKENDS", "run_bench", "bench_current_backend"]
 
 BACKENDS = ("torch", "jax", "tensorflow")
-PLAIN_TORCH = "torch-plain"  # torch without buildings.models.torch_speedups
+PLAIN_TORCH = "torch-plain"  # torch without buildings.runtime.torch_speedups
 
 
 def installed_backends() -> list[str]:
@@ -37,8 +39,8 @@ def _batches(n_steps: int, batch_size: int, image_size: int, seed: int = 0):
     """Fixed synthetic scenes (normalised images, masks): the same on every backend."""
     import numpy as np
 
-    from buildings.data.pipeline import normalise
     from buildings.data.synth import synth_scene
+    from buildings.preprocessing import normalise
 
     rng = np.random.default_rng(seed)
     scenes = [synth_scene(rng, image_size, p_empty=0.0) for _ in range(batch_size * 2)]
@@ -84,11 +86,13 @@ def bench_current_backend(spec: dict) -> dict:
     import keras
     import numpy as np
 
-    from buildings.config import PRECISIONS
     from buildings.losses import get_loss
-    from buildings.models import build_model, torch_speedups
-    from buildings.training import describe_device
+    from buildings.models import build_model
+    from buildings.runtime import torch_speedups
+    from buildings.runtime.device import describe_device
+    from buildings.training.config import PRECISIONS
 
+    torch_speedups.install()  # a no-op for torch-plain (BUILDINGS_TORCH_SPEEDUPS=0) and other backends
     keras.mixed_precision.set_global_policy(PRECISIONS[spec["precision"]])
     model = build_model(spec["model"], **spec["model_options"])
     model.load_weights(spec["weights"])
@@ -132,10 +136,10 @@ def run_bench(model: str = "unet", *, image_size: int = 256, batch_size: int = 4
     backends = list(backends or installed_backends())
     unknown = [b for b in backends if b not in (*BACKENDS, PLAIN_TORCH)]
     if unknown:
-        raise ValueError(f"unknown backend(s) {unknown}: choose from {', '.join((*BACKENDS, PLAIN_TORCH))}")
+        raise ConfigError(f"unknown backend(s) {unknown}: choose from {', '.join((*BACKENDS, PLAIN_TORCH))}")
     missing = [b for b in backends if _module(b) not in installed_backends()]
     if missing:
-        raise ValueError(f"backend(s) not installed: {missing}")
+        raise ConfigError(f"backend(s) not installed: {missing}")
     with tempfile.TemporaryDirectory(prefix="buildings-bench-") as tmp:
         weights = Path(tmp) / "initial.weights.h5"
         spec = {"model": model, "model_options": model_options, "image_size": image_size,

@@ -1,17 +1,20 @@
 """The ``buildings`` command line: thin wrappers that parse options, call one library function
-and print. Every command here works end to end; there are no placeholders."""
+and print. Every command here works end to end; there are no placeholders.
+
+Errors the user can fix (:class:`buildings.errors.BuildingsError` and its kinds) are printed as one
+``Error: ...`` line with exit status 1; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
-from pathlib import Path
 
 import click
 
 import buildings
-from buildings.submission import SubmissionError, score_submission
+from buildings.errors import BuildingsError
 
 
 def parse_shape(value: str) -> tuple[int, int]:
@@ -40,22 +43,34 @@ class ShapeType(click.ParamType):
             self.fail(str(err), param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class FloatList(click.ParamType):
+    """Comma-separated numbers: ``2,1`` → [2.0, 1.0]."""
+
+    name = "NUMBERS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return [float(v) for v in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r}: expected comma-separated numbers such as 2,1", param, ctx)
+
+
+class BuildingsGroup(click.Group):
+    """A click group that prints the package's own errors as one ``Error:`` line (exit status 1)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BuildingsError as err:
+            raise click.ClickException(str(err)) from None
+
+
+@click.group(cls=BuildingsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(buildings.__version__, prog_name="buildings")
 def main():
     """Aerial images to building masks: Tianchi-style RLE submissions and scoring."""
-
-
-def _is_label_maps(path: str) -> bool:
-    """A folder, or a zip holding PNGs (a result.zip), rather than an RLE file."""
-    import zipfile
-
-    if Path(path).is_dir():
-        return True
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return any(m.lower().endswith(".png") for m in archive.namelist())
-    return False
 
 
 @main.command()
@@ -73,13 +88,11 @@ def score(submission, truth, shape, num_classes, as_json):
     both masks are empty. Label maps (a result.zip or a folder of PNGs against a folder or zip of
     truth PNGs such as lab_testA/; 地块分割): per-class IoU, mIoU, FWIoU and pixel accuracy over all
     pixels, truth 255 left out."""
-    if _is_label_maps(submission) or _is_label_maps(truth):
-        from buildings.label_maps import LabelMapError, score_label_maps
+    from buildings.formats.label_maps import is_label_map_source, score_label_maps
+    from buildings.formats.submission import score_submission
 
-        try:
-            labels = score_label_maps(submission, truth, num_classes or 4)
-        except LabelMapError as err:
-            raise click.ClickException(str(err)) from None
+    if is_label_map_source(submission) or is_label_map_source(truth):
+        labels = score_label_maps(submission, truth, num_classes or 4)
         if as_json:
             click.echo(json.dumps(labels.as_dict()))
             return
@@ -91,10 +104,7 @@ def score(submission, truth, shape, num_classes, as_json):
         return
     if num_classes is not None:
         raise click.UsageError("--num-classes is for label maps; these are RLE files")
-    try:
-        result = score_submission(submission, truth, shape=shape)
-    except SubmissionError as err:
-        raise click.ClickException(str(err)) from None
+    result = score_submission(submission, truth, shape=shape)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -115,14 +125,11 @@ def score(submission, truth, shape, num_classes, as_json):
 def check_result_command(result, images, num_classes):
     """Check a result.zip against the 地块分割 contest rules: one PNG per test image, named like it
     (.png), at the zip root, single-channel 8-bit, the image's size, values 0..N-1."""
-    from buildings.inference import ImageReadError, iter_images
-    from buildings.label_maps import LabelMapError, check_result_zip
+    from buildings.formats.images import iter_images
+    from buildings.formats.label_maps import check_result_zip
 
-    try:
-        shapes = {name: load().shape[:2] for name, load in iter_images(images)}
-        checked = check_result_zip(result, shapes, num_classes)
-    except (LabelMapError, ImageReadError) as err:
-        raise click.ClickException(str(err)) from None
+    shapes = {name: load().shape[:2] for name, load in iter_images(images)}
+    checked = check_result_zip(result, shapes, num_classes)
     total = max(sum(checked.class_pixels), 1)
     shares = " ".join(f"{100 * c / total:.1f}" for c in checked.class_pixels)
     click.echo(f"{result}: OK, {checked.n_files} PNGs for {len(shapes)} test images; class shares % {shares}")
@@ -131,10 +138,6 @@ def check_result_command(result, images, num_classes):
 @main.group()
 def data():
     """Build, inspect and synthesise datasets."""
-
-
-def _data_error(err: Exception):
-    return click.ClickException(str(err))
 
 
 @data.command("build")
@@ -155,20 +158,15 @@ def _data_error(err: Exception):
 @click.option("--overwrite", is_flag=True, help="Rebuild even if the dataset exists.")
 def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_percent, overwrite):
     """Package a contest download as a TFDS dataset (array_record, no TensorFlow needed)."""
-    from buildings.data.contest import ContestDataError
+    if dataset == "land_parcels":
+        from buildings.data.tfds.land_parcels import build_land_parcels
 
-    try:
-        if dataset == "land_parcels":
-            from buildings.data.land_parcels_tfds import build_land_parcels
+        path = build_land_parcels(manual_dir, data_dir, num_classes=num_classes,
+                                  validation_percent=validation_percent, overwrite=overwrite)
+    else:
+        from buildings.data.tfds.tianchi_buildings import build_dataset
 
-            path = build_land_parcels(manual_dir, data_dir, num_classes=num_classes,
-                                      validation_percent=validation_percent, overwrite=overwrite)
-        else:
-            from buildings.data.tianchi_tfds import build_dataset
-
-            path = build_dataset(manual_dir, data_dir, config=config, overwrite=overwrite)
-    except ContestDataError as err:
-        raise _data_error(err) from None
+        path = build_dataset(manual_dir, data_dir, config=config, overwrite=overwrite)
     click.echo(f"built {path}")
 
 
@@ -179,15 +177,12 @@ def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_pe
 @click.option("--json", "as_json", is_flag=True)
 def data_stats(data_, data_dir, as_json):
     """Counts, building-pixel fraction, empty tiles and per-channel mean/std of each split."""
-    from buildings.data.inspect import dataset_stats
-    from buildings.data.pipeline import DatasetNotFoundError, open_split
+    from buildings.data.splits import open_split
+    from buildings.data.stats import dataset_stats
 
-    try:
-        total = sum(len(open_split(data_, s, data_dir)) for s in ("train", "validation", "test"))
-        with click.progressbar(length=total, label="reading", file=sys.stderr) as bar:
-            stats = dataset_stats(data_, data_dir=data_dir, progress=bar.update)
-    except DatasetNotFoundError as err:
-        raise _data_error(err) from None
+    total = sum(len(open_split(data_, s, data_dir)) for s in ("train", "validation", "test"))
+    with click.progressbar(length=total, label="reading", file=sys.stderr) as bar:
+        stats = dataset_stats(data_, data_dir=data_dir, progress=bar.update)
     if as_json:
         click.echo(json.dumps(stats))
         return
@@ -214,13 +209,9 @@ def data_stats(data_, data_dir, as_json):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
 def data_preview(data_, data_dir, split, n, seed, out):
     """A PNG grid of images with their building masks outlined."""
-    from buildings.data.inspect import preview_grid
-    from buildings.data.pipeline import DatasetNotFoundError
+    from buildings.data.stats import preview_grid
 
-    try:
-        path = preview_grid(data_, out, split=split, n=n, seed=seed, data_dir=data_dir)
-    except (DatasetNotFoundError, ValueError) as err:
-        raise _data_error(err) from None
+    path = preview_grid(data_, out, split=split, n=n, seed=seed, data_dir=data_dir)
     click.echo(f"wrote {path}")
 
 
@@ -242,19 +233,6 @@ def data_synth(out, n, seed, layout, num_classes):
     else:
         paths = write_synthetic_contest(out, n, seed=seed)
     click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
-
-
-def _parse_model_options(values) -> dict:
-    options = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--model-option")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
 
 
 # (flag name, FitConfig field, click type, help); defaults come from FitConfig.
@@ -294,7 +272,7 @@ FIT_OPTIONS = [
 
 
 def _fit_options(function):
-    from buildings.config import FitConfig
+    from buildings.training.config import FitConfig
 
     defaults = FitConfig()
     for flag, name, kind, text in reversed(FIT_OPTIONS):
@@ -316,36 +294,20 @@ def _fit_options(function):
 def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags):
     """Train a model with model.fit on the active Keras backend (torch unless KERAS_BACKEND says
     otherwise), on the GPU when one is visible."""
-    import dataclasses
     import shlex
-    import sys
 
     from click.core import ParameterSource
 
-    from buildings.config import FitConfig
-    from buildings.training import describe_device, fit, load_run_config
+    from buildings.training import fit, make_fit_config
 
-    given = {k: v for k, v in flags.items()
-             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    if resume_dir:
-        base = load_run_config(Path(resume_dir) / "config.json")
-        given["run_dir"] = str(resume_dir)
-    elif config_file:
-        base = dataclasses.replace(load_run_config(config_file), run_dir=None)  # a new run directory
-    else:
-        base = FitConfig(**flags)
-    if model_option:
-        given["model_options"] = {**base.model_options, **_parse_model_options(model_option)}
+    given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     if tensorboard:
         given["tensorboard"] = True
-    config = dataclasses.replace(base, **given)
-    click.echo(f"backend {keras_backend()} on {describe_device()}; model {config.model}; data {config.data}",
-               err=True)
-    try:
-        result = fit(config, resume=bool(resume_dir), command=shlex.join(sys.argv))
-    except (FileExistsError, ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
-    best = "n/a" if result.best_dice is None else f"{result.best_dice:.4f} (epoch {result.best_epoch})"
+    config = make_fit_config(flags=given, model_options=model_option, config_file=config_file,
+                             resume_dir=resume_dir)
+    click.echo(f"backend {_device()}; model {config.model}; data {config.data}", err=True)
+    result = fit(config, resume=bool(resume_dir), command=shlex.join(sys.argv))
+    best = "n/a" if result.best_score is None else f"{result.best_score:.4f} (epoch {result.best_epoch})"
     click.echo(f"run {result.run_dir}: epochs {result.initial_epoch}..{result.initial_epoch + result.epochs_run - 1}"
                f" in {result.wall_seconds:.0f} s; best validation score {best}")
 
@@ -354,7 +316,8 @@ def _predictor_options(function):
     options = [
         click.option("--checkpoint", "checkpoints", multiple=True, required=True,
                      type=click.Path(dir_okay=False), help="A .keras checkpoint; repeat for an ensemble."),
-        click.option("--weights", default=None, help="Ensemble weights, comma-separated (default equal)."),
+        click.option("--weights", type=FloatList(), default=None,
+                     help="Ensemble weights, comma-separated (default equal)."),
         click.option("--vote", is_flag=True, help="Ensemble by per-pixel majority vote instead of mean."),
         click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
                      help="Test-time augmentation (mean of probabilities)."),
@@ -378,17 +341,10 @@ def _predictor_options(function):
 
 
 def _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size):
-    from buildings.inference import Predictor, load_checkpoints
+    from buildings.inference import Predictor
 
-    parsed = None
-    if weights:
-        try:
-            parsed = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise click.BadParameter(f"{weights!r}: comma-separated numbers", param_hint="--weights") from None
-    models = load_checkpoints(checkpoints)
-    return Predictor(models, tta=tta, weights=parsed, vote=vote, threshold=threshold, tile=tile,
-                     overlap=overlap, batch_size=batch_size)
+    return Predictor.from_checkpoints(checkpoints, tta=tta, weights=weights, vote=vote, threshold=threshold,
+                                      tile=tile, overlap=overlap, batch_size=batch_size)
 
 
 def _bar(length, label):
@@ -411,40 +367,24 @@ def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_h
                     data_, data_dir, images, out, save_masks, save_overlays, output_format):
     """Predict masks and write the contest submission: the Tianchi RLE file (test split in
     sample-submit order) for binary models, a result.zip of label PNGs for multi-class ones."""
-    from buildings.data.pipeline import DatasetNotFoundError, open_split
-    from buildings.inference import (
-        CheckpointError,
-        ImageReadError,
-        iter_images,
-        predict_to_submission,
-        split_items,
-    )
+    from buildings.data.splits import open_split, split_items
+    from buildings.formats.images import iter_images
+    from buildings.inference import Postprocess, write_predictions
 
     if not (out or save_masks or save_overlays):
         raise click.UsageError("nothing to write: give --out, --save-masks or --save-overlays")
-    try:
-        predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
-        if images:
-            items = list(iter_images(images))
-            total = len(items)
-        else:
-            total = len(open_split(data_, "test", data_dir))
-            items = split_items(data_, "test", data_dir)
-        click.echo(f"{len(predictor.models)} model(s), tta {tta}, on {_device()}", err=True)
-        with _bar(total, "predicting") as bar:
-            rows = predict_to_submission(predictor, items, out, min_area=min_area, holes=fill_holes,
-                                         save_masks=save_masks, save_overlays=save_overlays,
-                                         output_format=output_format, progress=bar.update)
-    except (CheckpointError, ImageReadError, DatasetNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
-    values = list(rows.values())
-    if values and isinstance(values[0], list):  # png-zip: predicted pixels per class
-        totals = [sum(column) for column in zip(*values, strict=True)]
-        shares = " ".join(f"{100 * t / max(sum(totals), 1):.1f}" for t in totals)
-        click.echo(f"{len(rows)} images; predicted class shares % {shares}" + (f"; wrote {out}" if out else ""))
-        return
-    empty = sum(1 for rle in values if not rle)
-    click.echo(f"{len(rows)} images, {empty} with no building" + (f"; wrote {out}" if out else ""))
+    predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+    if images:
+        items = list(iter_images(images))
+    else:
+        source = open_split(data_, "test", data_dir)
+        items = list(split_items(source))
+    click.echo(f"{len(predictor.models)} model(s), tta {tta}, {_device()}", err=True)
+    with _bar(len(items), "predicting") as bar:
+        report = write_predictions(predictor, items, out, postprocess=Postprocess(min_area, fill_holes),
+                                   save_masks=save_masks, save_overlays=save_overlays,
+                                   output_format=output_format, progress=bar.update)
+    click.echo(report.describe() + (f"; wrote {out}" if out else ""))
 
 
 @main.command("evaluate")
@@ -456,16 +396,14 @@ def evaluate_command(checkpoints, weights, vote, tta, threshold, min_area, fill_
                      data_, data_dir, split, gallery, as_json):
     """Scores of checkpoint(s) on a labelled split: contest Dice, IoU, precision and recall for
     binary models; per-class IoU, mIoU, FWIoU and pixel accuracy for every model."""
-    from buildings.data.pipeline import DatasetNotFoundError, open_split
-    from buildings.inference import CheckpointError, evaluate
+    from buildings.data.splits import open_split
+    from buildings.inference import Postprocess, evaluate
 
-    try:
-        predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
-        with _bar(len(open_split(data_, split, data_dir)), "evaluating") as bar:
-            result = evaluate(predictor, data_, split, data_dir, min_area=min_area, holes=fill_holes,
-                              gallery=gallery, progress=bar.update)
-    except (CheckpointError, DatasetNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+    predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+    source = open_split(data_, split, data_dir)
+    with _bar(len(source), "evaluating") as bar:
+        result = evaluate(predictor, source, postprocess=Postprocess(min_area, fill_holes), gallery=gallery,
+                          progress=bar.update)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -493,17 +431,15 @@ def _print_evaluation(result) -> None:
 def tune_threshold_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap,
                            batch_size, data_, data_dir, split):
     """The probability threshold that maximises contest Dice on a labelled split (0.10..0.90)."""
-    from buildings.data.pipeline import DatasetNotFoundError, open_split
-    from buildings.inference import DEFAULT_THRESHOLDS, CheckpointError, evaluate
+    from buildings.data.splits import open_split
+    from buildings.inference import DEFAULT_THRESHOLDS, Postprocess, evaluate
 
-    try:
-        predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
-        with _bar(len(open_split(data_, split, data_dir)), "evaluating") as bar:
-            _, sweep = evaluate(predictor, data_, split, data_dir, min_area=min_area, holes=fill_holes,
-                                thresholds=DEFAULT_THRESHOLDS, progress=bar.update)
-    except (CheckpointError, DatasetNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
-    best = max(sweep, key=lambda t: (sweep[t], -abs(t - 0.5)))
+    predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+    source = open_split(data_, split, data_dir)
+    with _bar(len(source), "evaluating") as bar:
+        result = evaluate(predictor, source, postprocess=Postprocess(min_area, fill_holes),
+                          thresholds=DEFAULT_THRESHOLDS, progress=bar.update)
+    sweep, best = result.threshold_dice, result.best_threshold
     for t, dice in sweep.items():
         click.echo(f"threshold {t:.2f}  contest Dice {dice:.4f}" + ("  <- best" if t == best else ""))
     click.echo(f"best threshold {best:.2f} (contest Dice {sweep[best]:.4f}); use --threshold {best:.2f}")
@@ -549,14 +485,12 @@ def bench_command(model, model_option, image_size, batch_size, steps, precision,
     same initial weights, same batches): throughput, step-time percentiles, first-step (compile)
     time, peak memory, and the loss after N steps."""
     from buildings.benchmark import run_bench
+    from buildings.training.config import parse_model_options
 
     jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
-    try:
-        rows = run_bench(model, image_size=image_size, batch_size=batch_size, steps=steps, precision=precision,
-                         model_options=_parse_model_options(model_option),
-                         backends=backends.split(",") if backends else None, jit_compile=jit)
-    except (ValueError, RuntimeError) as err:
-        raise click.ClickException(str(err)) from None
+    rows = run_bench(model, image_size=image_size, batch_size=batch_size, steps=steps, precision=precision,
+                     model_options=parse_model_options(model_option),
+                     backends=backends.split(",") if backends else None, jit_compile=jit)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -572,15 +506,11 @@ def bench_command(model, model_option, image_size, batch_size, steps, precision,
 
 
 def _device() -> str:
-    from buildings.training import describe_device
-
-    return f"{keras_backend()} {describe_device()}"
-
-
-def keras_backend() -> str:
     import keras
 
-    return keras.backend.backend()
+    from buildings.runtime.device import describe_device
+
+    return f"{keras.backend.backend()} on {describe_device()}"
 
 
 if __name__ == "__main__":  # pragma: no cover

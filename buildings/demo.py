@@ -20,12 +20,12 @@ def run_demo(out, *, epochs: int = 12, minutes: float = 5.0, n: int = 64, seed: 
 
     Training runs ``epochs`` epochs (the warmup + cosine schedule spans them, so the learning rate
     decays fully), stopping early after the epoch that crosses ``minutes`` on a slow machine."""
-    from buildings.config import FitConfig
+    from buildings.data.splits import open_split, split_items
     from buildings.data.synth import write_synthetic_contest
-    from buildings.data.tianchi_tfds import build_dataset
-    from buildings.inference import Predictor, load_checkpoints, predict_to_submission, split_items
-    from buildings.submission import score_submission
-    from buildings.training import fit
+    from buildings.data.tfds.tianchi_buildings import build_dataset
+    from buildings.formats.submission import score_submission
+    from buildings.inference import Postprocess, Predictor, write_predictions
+    from buildings.training import FitConfig, fit
 
     out = Path(out)
     download = out / "download"
@@ -41,11 +41,11 @@ def run_demo(out, *, epochs: int = 12, minutes: float = 5.0, n: int = 64, seed: 
     result = fit(config, resume=(run_dir / "config.json").exists())
     say(f"    best validation contest Dice {result.best_dice:.4f} at epoch {result.best_epoch}")
     say("4/5 predicting the test split with flip TTA")
-    predictor = Predictor(load_checkpoints([run_dir / "best.keras"]), tta="flip")
+    predictor = Predictor.from_checkpoints([run_dir / "best.keras"], tta="flip")
     submission = out / "submission.csv"
     overlays = out / "overlays"
-    predict_to_submission(predictor, split_items(dataset, "test"), submission, min_area=30,
-                          save_overlays=overlays)
+    write_predictions(predictor, split_items(open_split(dataset, "test")), submission, postprocess=Postprocess(30),
+                      save_overlays=overlays)
     grid = _overlay_grid(sorted(overlays.glob("*.png"))[:8], out / "overlay.png")
     say("5/5 scoring against the synthetic truth")
     score = score_submission(submission, download / "test_a_mask.csv")
@@ -54,7 +54,7 @@ def run_demo(out, *, epochs: int = 12, minutes: float = 5.0, n: int = 64, seed: 
 
 
 def _overlay_grid(files, path: Path, tile: int = 256) -> Path:
-    from buildings.data.inspect import write_grid_png
+    from buildings.visualize import write_grid_png
 
     tiles = [cv2.cvtColor(cv2.resize(cv2.imread(str(f)), (tile, tile), interpolation=cv2.INTER_AREA),
                           cv2.COLOR_BGR2RGB) for f in files]

@@ -11,7 +11,11 @@ serialisation, and ``get_loss(name, **options)`` builds one by name.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
+
+from buildings.errors import ConfigError
+from buildings.task import IGNORE_INDEX
 
 __all__ = [
     "LOSSES",
@@ -24,10 +28,9 @@ __all__ = [
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
     "MultiClassDiceLoss",
+    "class_weights_from_counts",
     "get_loss",
 ]
-
-IGNORE_INDEX = 255
 
 
 def _binary_inputs(y_true, y_pred):
@@ -255,12 +258,25 @@ class CrossEntropyLovaszLoss(_Loss):
 LOSSES = {cls.default_name: cls for cls in (
     BinaryCrossEntropyLoss, DiceLoss, BCEDiceLoss, LovaszHingeLoss, FocalLoss,
     CrossEntropyLoss, LovaszSoftmaxLoss, MultiClassDiceLoss, CrossEntropyLovaszLoss)}
-MULTICLASS_LOSSES = ("ce", "lovasz_softmax", "multiclass_dice", "ce_lovasz")
 
 
 def get_loss(name: str, **options) -> keras.losses.Loss:
     """A loss by name (``bce``, ``dice``, ``bce_dice``, ``lovasz_hinge``, ``focal``, ``ce``,
     ``lovasz_softmax``, ``multiclass_dice``, ``ce_lovasz``) with its options."""
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+        raise ConfigError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
     return LOSSES[name](**options)
+
+
+def class_weights_from_counts(counts) -> list[float]:
+    """Cross-entropy class weights ∝ 1/sqrt(pixel frequency), scaled so that the pixel-weighted
+    mean weight is 1 (the loss keeps its scale); a class with no training pixel gets the largest
+    weight of the others."""
+    counts = np.asarray(counts, np.float64)
+    frequency = counts / max(counts.sum(), 1.0)
+    present = frequency > 0
+    weights = np.zeros_like(frequency)
+    weights[present] = frequency[present] ** -0.5
+    weights /= max(float((frequency * weights).sum()), 1e-12)
+    weights[~present] = weights[present].max() if present.any() else 1.0
+    return [round(float(w), 4) for w in weights]

@@ -16,15 +16,15 @@ import math
 import keras
 from keras import ops
 
+from buildings.errors import ConfigError
+from buildings.task import IGNORE_INDEX
+
 __all__ = ["ClassIoU", "ContestDice", "GlobalDice", "IoU", "MeanIoU", "Precision", "Recall", "binary_metrics",
            "multiclass_metrics"]
 
-IGNORE_INDEX = 255
-
-
 def _logit(threshold: float) -> float:
     if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
     return math.log(threshold / (1.0 - threshold))
 
 
@@ -150,10 +150,6 @@ class MeanIoU(keras.metrics.Metric):
         diagonal = ops.diagonal(self.confusion)
         return diagonal, ops.sum(self.confusion, axis=0) + ops.sum(self.confusion, axis=1) - diagonal
 
-    def per_class_iou(self):
-        diagonal, union = self._intersection_union()
-        return _ratio(diagonal, union, empty=float("nan"))
-
     def result(self):
         diagonal, union = self._intersection_union()
         present = ops.cast(union > 0, "float32")
@@ -174,7 +170,7 @@ class ClassIoU(MeanIoU):
 
     def __init__(self, num_classes: int, class_id: int, name=None, dtype="float32"):
         if not 0 <= class_id < num_classes:
-            raise ValueError(f"class_id must be in 0..{num_classes - 1}, got {class_id}")
+            raise ConfigError(f"class_id must be in 0..{num_classes - 1}, got {class_id}")
         super().__init__(num_classes, name=name or f"iou_class{class_id}", dtype=dtype)
         self.class_id = class_id
 

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from buildings.cli import _parse_model_options  # noqa: E402
-from buildings.config import PRECISIONS  # noqa: E402
 from buildings.inference import Predictor, load_checkpoints  # noqa: E402
-from buildings.models import build_model, torch_speedups  # noqa: E402
-from buildings.training import describe_device  # noqa: E402
+from buildings.models import build_model  # noqa: E402
+from buildings.runtime import torch_speedups  # noqa: E402
+from buildings.runtime.device import describe_device  # noqa: E402
+from buildings.training.config import PRECISIONS, parse_model_options  # noqa: E402
 
 
 def images_per_second(predictor: Predictor, images: list[np.ndarray]) -> float:
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     keras.mixed_precision.set_global_policy(PRECISIONS[args.precision])
-    options = _parse_model_options(args.model_option)  # the CLI's KEY=VALUE parsing (JSON values)
+    options = parse_model_options(args.model_option)  # the CLI's KEY=VALUE parsing (JSON values)
     if not args.checkpoint:
         options.setdefault("filters", 16)
     rng = np.random.default_rng(0)
@@ -67,7 +67,7 @@ def main() -> None:
         keras.utils.set_random_seed(0)
         models = load_checkpoints([args.checkpoint]) if args.checkpoint else [build_model(args.model, **options)]
         if not speedups:
-            torch_speedups.uninstall()  # build_model / load_model install them
+            torch_speedups.uninstall()  # load_checkpoints installs them
         for tta, passes in (("none", 1), ("flip", 3), ("d4", 8)):
             rate = images_per_second(Predictor(models, tta=tta, batch_size=args.batch), images)
             print(f"| {backend} | {'on' if speedups else 'off'} | {tta} | {passes} | {rate:.2f} |", flush=True)

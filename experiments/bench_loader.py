@@ -25,8 +25,9 @@ import albumentations  # noqa: E402
 import cv2  # noqa: E402
 import keras  # noqa: E402
 
-from buildings.data.pipeline import SegmentationBatches, open_split  # noqa: E402
-from buildings.data.tianchi_tfds import build_dataset  # noqa: E402
+from buildings.data.pipeline import SegmentationBatches  # noqa: E402
+from buildings.data.splits import open_split  # noqa: E402
+from buildings.data.tfds.tianchi_buildings import build_dataset  # noqa: E402
 
 
 def time_direct(batches: SegmentationBatches, n_batches: int) -> float:

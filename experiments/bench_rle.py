@@ -1,9 +1,9 @@
-"""Benchmark (not a test): buildings.rle against the RLE code contest notebooks commonly use.
+"""Benchmark (not a test): buildings.formats.rle against the RLE code contest notebooks commonly use.
 
 Run:  python experiments/bench_rle.py [--data ../shared/data/barnarp] [--repeat 7]
 
 Times encode and decode over every non-empty mask of the barnarp sample (real aerial masks),
-validation switched on in buildings.rle (it always is), and prints both times and the ratio.
+validation switched on in buildings.formats.rle (it always is), and prints both times and the ratio.
 Targets from issue 2: decode >= 2x faster, encode >= 1.0x.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from buildings.rle import decode_rle, encode_rle  # noqa: E402
+from buildings.formats.rle import decode_rle, encode_rle  # noqa: E402
 
 
 # ---- the baseline: as written in the Tianchi course notebooks ------------------------------

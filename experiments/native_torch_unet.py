@@ -11,7 +11,7 @@ kernels, zero biases; BCE + Dice (0.8 / 0.2) loss; AdamW (lr 1e-3, weight decay 
 Keras's defaults. Runs on the GPU when torch sees one (data kept on the device), else the CPU.
 
 Variants: native eager (NCHW), native channels_last, native torch.compile; Keras as released
-(``buildings.models.torch_speedups`` off), then each speed-up on its own and together (conv /
+(``buildings.runtime.torch_speedups`` off), then each speed-up on its own and together (conv /
 pooling without copies, fused BatchNorm), Keras fed torch tensors already on the device instead of
 NumPy, and Keras jit_compile=True (torch.compile underneath). The variants are timed in rounds
 (``--repeats``), interleaved, and each is reported by its median step time over all rounds, so a
@@ -141,7 +141,8 @@ def keras_on_torch(args, x, y, *, copies=False, batch_norm=False, tensors=False,
 
     import buildings  # noqa: F401
     from buildings.losses import get_loss
-    from buildings.models import build_model, torch_speedups
+    from buildings.models import build_model
+    from buildings.runtime import torch_speedups
 
     torch_speedups.uninstall()
     torch_speedups.install(copies=copies, batch_norm=batch_norm)

@@ -24,15 +24,14 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 
-from buildings.config import FitConfig  # noqa: E402
 from buildings.data.land_parcels import contest_to_folders  # noqa: E402
-from buildings.data.land_parcels_tfds import build_land_parcels  # noqa: E402
-from buildings.data.pipeline import decode_record, open_split  # noqa: E402
-from buildings.data.tianchi_tfds import build_dataset  # noqa: E402
-from buildings.inference import Predictor, evaluate, load_checkpoints, split_items  # noqa: E402
-from buildings.rle import decode_rle  # noqa: E402
-from buildings.submission import image_dice, read_submission  # noqa: E402
-from buildings.training import fit  # noqa: E402
+from buildings.data.splits import decode_record, open_split, split_items  # noqa: E402
+from buildings.data.tfds.land_parcels import build_land_parcels  # noqa: E402
+from buildings.data.tfds.tianchi_buildings import build_dataset  # noqa: E402
+from buildings.formats.rle import decode_rle  # noqa: E402
+from buildings.formats.submission import image_dice, read_submission  # noqa: E402
+from buildings.inference import Predictor, evaluate  # noqa: E402
+from buildings.training import FitConfig, fit  # noqa: E402
 
 BARNARP = Path(__file__).resolve().parents[2] / "shared" / "data" / "barnarp"
 
@@ -54,7 +53,7 @@ def validation_pairs(data):
 
 
 def test_pairs(data, truth: dict):
-    return ((load(), truth[name]) for name, load in split_items(data, "test"))
+    return ((load(), truth[name]) for name, load in split_items(open_split(data, "test")))
 
 
 def main():
@@ -83,7 +82,7 @@ def main():
             start = time.perf_counter()
             result = fit(config, resume=(run_dir / "config.json").exists())
             wall = time.perf_counter() - start
-            predictor = Predictor(load_checkpoints([run_dir / "best.keras"]))
+            predictor = Predictor.from_checkpoints([run_dir / "best.keras"])
             scores = evaluate(predictor, data, "validation")
             test_dice, test_iou = building_scores(predictor, test_pairs(data, test_truth))
             row = {"path": path, "seed": seed, "loss": loss, "best_epoch": result.best_epoch,

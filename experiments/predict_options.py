@@ -17,15 +17,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import buildings  # noqa: E402,F401
+from buildings.data.splits import open_split, split_items  # noqa: E402
+from buildings.formats.submission import score_submission  # noqa: E402
 from buildings.inference import (  # noqa: E402
     DEFAULT_THRESHOLDS,
+    Postprocess,
     Predictor,
     evaluate,
     load_checkpoints,
-    predict_to_submission,
-    split_items,
+    write_predictions,
 )
-from buildings.submission import score_submission  # noqa: E402
 
 
 def main() -> None:
@@ -39,8 +40,8 @@ def main() -> None:
     args = parser.parse_args()
 
     models = load_checkpoints(args.checkpoint)
-    _, sweep = evaluate(Predictor(models[:1]), args.data, "validation", args.data_dir, thresholds=DEFAULT_THRESHOLDS)
-    tuned = max(sweep, key=lambda t: (sweep[t], -abs(t - 0.5)))
+    evaluation = evaluate(Predictor(models[:1]), args.data, "validation", args.data_dir, thresholds=DEFAULT_THRESHOLDS)
+    sweep, tuned = evaluation.threshold_dice, evaluation.best_threshold
     print(f"threshold tuned on validation: {tuned:.2f} (validation contest Dice {sweep[tuned]:.4f}, "
           f"at 0.50: {sweep[0.5]:.4f})")
 
@@ -50,7 +51,7 @@ def main() -> None:
         ("TTA d4", dict(models=models[:1], tta="d4"), {}),
         (f"tuned threshold {tuned:.2f}", dict(models=models[:1], threshold=tuned), {}),
         ("min-area 50 px", dict(models=models[:1]), {"min_area": 50}),
-        ("min-area 50 px + fill holes", dict(models=models[:1]), {"min_area": 50, "holes": True}),
+        ("min-area 50 px + fill holes", dict(models=models[:1]), {"min_area": 50, "fill_holes": True}),
     ]
     if len(models) > 1:
         configs += [
@@ -66,7 +67,8 @@ def main() -> None:
     out = Path("/tmp/predict_options.csv")
     for label, predictor_args, post in configs:
         start = time.perf_counter()
-        predict_to_submission(Predictor(**predictor_args), split_items(args.data, "test", args.data_dir), out, **post)
+        items = split_items(open_split(args.data, "test", args.data_dir))
+        write_predictions(Predictor(**predictor_args), items, out, postprocess=Postprocess(**post))
         seconds = time.perf_counter() - start
         score = score_submission(out, args.truth)
         print(f"| {label} | {score.dice:.4f} | {score.dice_with_buildings:.4f} | "

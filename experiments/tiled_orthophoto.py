@@ -27,10 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import buildings  # noqa: E402,F401
-from buildings.data.inspect import overlay_mask  # noqa: E402
+from buildings.formats.rle import encode_rle  # noqa: E402
+from buildings.formats.submission import read_submission, score_submission  # noqa: E402
 from buildings.inference import Predictor, load_checkpoints  # noqa: E402
-from buildings.rle import encode_rle  # noqa: E402
-from buildings.submission import read_submission, score_submission  # noqa: E402
+from buildings.visualize import overlay_mask  # noqa: E402
 
 TILE = 512
 

@@ -46,6 +46,6 @@ def synth_contest(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_dataset(synth_contest, tmp_path_factory) -> Path:
     """The synthetic download built as tianchi_buildings/val20 (array_record); its version folder."""
-    from buildings.data.tianchi_tfds import build_dataset
+    from buildings.data.tfds.tianchi_buildings import build_dataset
 
     return build_dataset(synth_contest, tmp_path_factory.mktemp("tfds"), config="val20")

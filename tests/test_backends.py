@@ -77,7 +77,7 @@ def test_checkpoint_trained_under_torch_loads_under_jax_and_tensorflow(tmp_path,
 
 FIT_EACH_MODEL = textwrap.dedent("""
     import json, sys, keras, buildings
-    from buildings.config import FitConfig
+    from buildings.training import FitConfig
     from buildings.training import fit
     data, out = sys.argv[1], sys.argv[2]
     small = {"unet": {"filters": 4, "depth": 2}, "attunet": {"filters": 4, "depth": 2},

@@ -52,3 +52,19 @@ def test_import_defaults_backend_to_torch(tmp_path):
     code = "import buildings, os; print(os.environ['KERAS_BACKEND'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "jax"
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    import buildings.formats.submission as submission
+
+    truth = tmp_path / "truth.csv"
+    truth.write_text("a.jpg\t1 4\n")
+    result = CliRunner().invoke(main, ["score", str(truth), str(tmp_path / "missing.csv")])
+    assert result.exit_code == 2  # click's own check of the path
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not a user error")
+
+    monkeypatch.setattr(submission, "score_submission", broken)
+    result = CliRunner().invoke(main, ["score", str(truth), str(truth)])
+    assert isinstance(result.exception, ValueError) and "Error:" not in result.output

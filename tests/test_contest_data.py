@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, raw_mask_lines
 
-from buildings.data.contest import ContestDataError, open_contest
-from buildings.data.pipeline import DatasetNotFoundError, decode_record, open_split
-from buildings.data.tianchi_tfds import build_dataset, is_validation
-from buildings.rle import decode_rle
+from buildings.data.contest import open_contest
+from buildings.data.splits import decode_record, open_split
+from buildings.data.tfds.tianchi_buildings import build_dataset, is_validation
+from buildings.errors import DataError, DatasetNotFoundError
+from buildings.formats.rle import decode_rle
 
 
 def extract_copy(src: Path, dst: Path) -> Path:
@@ -147,7 +148,7 @@ def test_bad_data_stops_the_build_with_one_error(synth_contest, tmp_path, member
     download = zipped_copy(synth_contest, tmp_path / "download")
     rewrite_zip(download / member, edit)
     data_dir = tmp_path / "tfds"
-    with pytest.raises(ContestDataError, match=message):
+    with pytest.raises(DataError, match=message):
         build_dataset(download, data_dir, config="val20")
     # nothing that a later run would take for a dataset
     assert not list(data_dir.rglob("dataset_info.json"))
@@ -160,7 +161,7 @@ def test_sample_submit_name_without_test_image(synth_contest, tmp_path):
     download = zipped_copy(synth_contest, tmp_path / "download")
     with open(download / "test_a_samplesubmit.csv", "a") as handle:
         handle.write("ghost.jpg\t1 1\n")
-    with pytest.raises(ContestDataError, match=r"test_a_samplesubmit.csv have no image in .*test_a.zip: ghost.jpg"):
+    with pytest.raises(DataError, match=r"test_a_samplesubmit.csv have no image in .*test_a.zip: ghost.jpg"):
         open_contest(download)
 
 
@@ -224,7 +225,7 @@ def test_barnarp_built_both_ways_is_identical_and_masks_match_rle(barnarp, tmp_p
 
 
 def test_stats_and_preview_of_the_built_dataset(synth_contest, synth_dataset, tmp_path):
-    from buildings.data.inspect import dataset_stats, preview_grid
+    from buildings.data.stats import dataset_stats, preview_grid
 
     stats = dataset_stats(synth_dataset)
     download = open_contest(synth_contest)

@@ -3,7 +3,7 @@
 import pytest
 
 from buildings.demo import run_demo
-from buildings.submission import read_submission
+from buildings.formats.submission import read_submission
 
 
 @pytest.mark.slow

@@ -9,21 +9,16 @@ from click.testing import CliRunner
 from conftest import raw_mask_lines
 
 from buildings.cli import main
-from buildings.data.pipeline import normalise
-from buildings.inference import (
-    CheckpointError,
-    ImageReadError,
-    Predictor,
-    fill_holes,
-    iter_images,
-    load_checkpoints,
-    predict_to_submission,
-    read_image,
-    remove_small_components,
-    tta_transforms,
-)
+from buildings.errors import CheckpointError, ImageReadError
+from buildings.formats.images import decode_image, iter_images
+from buildings.formats.rle import decode_rle
+from buildings.formats.submission import read_submission
+from buildings.inference.checkpoints import load_checkpoints
+from buildings.inference.postprocess import fill_holes, remove_small_components
+from buildings.inference.predict import write_predictions
+from buildings.inference.predictor import Predictor, tta_transforms
 from buildings.models import build_model
-from buildings.rle import decode_rle
+from buildings.preprocessing import normalise
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +133,7 @@ def test_grayscale_rgba_and_palette_images_become_rgb(tmp_path):
     rgba = np.dstack([base, np.full((40, 30), 128, np.uint8)])
     for name, array in (("gray.png", gray), ("rgba.png", rgba)):
         ok, data = cv2.imencode(".png", array)
-        image = read_image(data.tobytes(), name)
+        image = decode_image(data.tobytes(), name)
         assert image.shape == (40, 30, 3) and image.dtype == np.uint8
     from PIL import Image
 
@@ -154,17 +149,18 @@ def test_submission_in_order_and_nothing_left_on_error(tiny_model, tmp_path):
     for i in range(3):
         cv2.imwrite(str(folder / f"t{i}.jpg"), random_image(64, 64, seed=i))
     predictor = Predictor([tiny_model], batch_size=2)
-    rows = predict_to_submission(predictor, iter_images(folder), tmp_path / "sub.csv",
-                                 save_masks=tmp_path / "masks")
-    assert list(rows) == ["t0.jpg", "t1.jpg", "t2.jpg"]
-    assert [n for n, _ in raw_mask_lines(tmp_path / "sub.csv")] == list(rows)
+    report = write_predictions(predictor, iter_images(folder), tmp_path / "sub.csv", save_masks=tmp_path / "masks")
+    assert report.names == ["t0.jpg", "t1.jpg", "t2.jpg"]
+    assert [n for n, _ in raw_mask_lines(tmp_path / "sub.csv")] == report.names
+    rows = read_submission(tmp_path / "sub.csv", shape=(64, 64))
+    assert report.empty == sum(1 for rle in rows.values() if not rle)
+    assert report.class_pixels[1] == sum(int(decode_rle(rle, (64, 64)).sum()) for rle in rows.values())
     for name, rle in rows.items():
         png = cv2.imread(str(tmp_path / "masks" / name.replace(".jpg", ".png")), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(png > 0, decode_rle(rle, (64, 64)) > 0)
     (folder / "t3.jpg").write_bytes(b"not an image")
-    with pytest.raises(ImageReadError, match="t3.jpg: not a readable image"):
-        predict_to_submission(predictor, iter_images(folder), tmp_path / "sub2.csv",
-                              save_overlays=tmp_path / "overlays")
+    with pytest.raises(ImageReadError, match="t3.jpg: not a decodable image"):
+        write_predictions(predictor, iter_images(folder), tmp_path / "sub2.csv", save_overlays=tmp_path / "overlays")
     assert not (tmp_path / "sub2.csv").exists() and not (tmp_path / "overlays").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left
     with pytest.raises(ImageReadError, match="no such image"):

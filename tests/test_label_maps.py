@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from buildings.label_maps import (
-    LabelMapError,
+from buildings.errors import LabelMapError
+from buildings.formats.label_maps import (
     ResultZipWriter,
     check_labels,
     check_result_zip,

@@ -17,12 +17,13 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from buildings.cli import main
-from buildings.data.contest import ContestDataError
 from buildings.data.land_parcels import contest_to_folders, open_land_parcels
-from buildings.data.land_parcels_tfds import build_land_parcels
-from buildings.data.pipeline import DatasetNotFoundError, SegmentationBatches, decode_record, open_split
-from buildings.label_maps import check_result_zip, decode_label_png, encode_label_png
-from buildings.training import class_weights_from_counts
+from buildings.data.pipeline import SegmentationBatches
+from buildings.data.splits import decode_record, open_split
+from buildings.data.tfds.land_parcels import build_land_parcels
+from buildings.errors import DataError, DatasetNotFoundError
+from buildings.formats.label_maps import check_result_zip, decode_label_png, encode_label_png
+from buildings.losses import class_weights_from_counts
 
 CLASSES = ("building", "farmland", "forest", "other")
 
@@ -110,7 +111,7 @@ def first(root: Path, part: str) -> Path:
 def test_bad_downloads_fail_naming_the_file_and_leave_no_dataset(parcels, tmp_path, edit, message):
     root = broken_copy(parcels, tmp_path, edit)
     data_dir = tmp_path / "tfds"
-    with pytest.raises(ContestDataError, match=message):
+    with pytest.raises(DataError, match=message):
         build_land_parcels(root, data_dir, num_classes=4)
     with pytest.raises(DatasetNotFoundError):
         open_split("land_parcels", "train", data_dir)
@@ -240,10 +241,9 @@ def test_barnarp_as_two_classes_trains_like_the_binary_path(barnarp, tmp_path):
     against the Tianchi layout through bce_dice: same images, hold-out, model, schedule and seed;
     compared on validation building IoU and contest Dice. The longer, two-seed comparison is in
     experiments/parcels_vs_binary.py (RESULTS.md)."""
-    from buildings.config import FitConfig
-    from buildings.data.tianchi_tfds import build_dataset
+    from buildings.data.tfds.tianchi_buildings import build_dataset
     from buildings.inference import Predictor, evaluate, load_checkpoints
-    from buildings.training import fit
+    from buildings.training import FitConfig, fit
 
     folders = contest_to_folders(barnarp, tmp_path / "folders")
     assert len(list(folders["img_train"].iterdir())) == len(list(folders["lab_train"].iterdir())) == 120

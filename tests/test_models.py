@@ -6,7 +6,8 @@ import pytest
 from backend_utils import to_numpy
 
 import buildings  # noqa: F401
-from buildings.models import ENCODERS, build_model, load_model
+from buildings.errors import ConfigError
+from buildings.models import ENCODERS, build_model, get_encoder, load_model
 from buildings.models.encoders import build_encoder
 
 SMALL = {
@@ -30,8 +31,23 @@ def test_output_shapes_at_several_sizes(model_name_and_model):
         y = to_numpy(model(x, training=False))
         assert y.shape == (1, height, width, 1), (name, height, width)
         assert np.isfinite(y).all()
-    # logits, not probabilities: no sigmoid squashing inside the model
     assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+
+
+def test_outputs_are_logits_not_probabilities(model_name_and_model):
+    """With the head's last convolution set to output a constant c, the model outputs exactly c
+    everywhere, for c outside [0, 1] too: nothing (sigmoid, softmax, clipping) follows the head."""
+    name, model = model_name_and_model
+    head = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+    saved = [to_numpy(w) for w in head.weights]
+    x = np.random.default_rng(2).normal(size=(1, 64, 96, 3)).astype("float32")
+    try:
+        for c in (-4.0, 7.5):
+            head.set_weights([np.zeros_like(saved[0]), np.full_like(saved[1], c)])
+            y = to_numpy(model(x, training=False))
+            np.testing.assert_allclose(y, c, atol=1e-5, err_msg=name)
+    finally:
+        head.set_weights(saved)
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -71,7 +87,8 @@ def test_unet_with_encoder_and_decoder_attention(attention):
 
 def test_deeplab_output_stride_16_dilates_the_last_stage():
     model = build_model("deeplabv3plus")
-    encoder = model.get_layer("resnet50_encoder")
+    encoder = get_encoder(model)
+    assert encoder.name == "encoder" and get_encoder(build_model("unet", filters=4, depth=1)) is None
     assert encoder.get_layer("conv5_block2_2_conv").dilation_rate == (2, 2)
     assert encoder.get_layer("conv5_block1_1_conv").strides == (1, 1)
     assert encoder.get_layer("conv4_block1_1_conv").strides == (2, 2)
@@ -84,23 +101,25 @@ def test_encoder_weights_from_a_local_file(tmp_path):
     path = tmp_path / "encoder.weights.h5"
     source.save_weights(path)
     model = build_model("unet", encoder="mobilenetv3small", encoder_weights=str(path))
-    encoder = model.get_layer("mobilenetv3small_encoder")
+    encoder = get_encoder(model)
     for a, b in zip(source.weights, encoder.weights[: len(source.weights)], strict=True):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         build_model("unet", encoder="resnet50", encoder_weights=str(tmp_path / "missing.h5"))
 
 
 def test_registry_errors():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ConfigError, match="unknown model"):
         build_model("segformer")
-    with pytest.raises(TypeError, match="does not take"):
+    with pytest.raises(ConfigError, match="does not take 'output_stride'"):
         build_model("unet", output_stride=8)
-    with pytest.raises(ValueError, match="unknown encoder"):
+    with pytest.raises(ConfigError, match=r"option filters='wide': expected int"):
+        build_model("unet", filters="wide")
+    with pytest.raises(ConfigError, match="unknown encoder"):
         build_model("unet", encoder="resnet9000")
-    with pytest.raises(ValueError, match="needs a ResNet encoder"):
+    with pytest.raises(ConfigError, match="needs a ResNet encoder"):
         build_model("deeplabv3plus", encoder="mobilenetv3small")
-    with pytest.raises(ValueError, match="decoder_attention"):
+    with pytest.raises(ConfigError, match="decoder_attention"):
         build_model("unet", filters=4, depth=1, decoder_attention="transformer")
     assert "resnet50" in ENCODERS
 

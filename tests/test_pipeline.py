@@ -5,14 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from buildings.data.pipeline import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SegmentationBatches,
-    build_augmentation,
-    cutmix,
-    open_split,
-)
+from buildings.data.pipeline import SegmentationBatches, build_augmentation, cutmix
+from buildings.data.splits import open_split
+from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 @pytest.fixture(scope="module")

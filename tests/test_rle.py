@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from buildings.rle import decode_rle, encode_rle, validate_rle
+from buildings.formats.rle import decode_rle, encode_rle, validate_rle
 
 
 def reference_decode(text, shape):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import raw_mask_lines
 
-from buildings.rle import decode_rle, encode_rle
-from buildings.submission import (
-    SubmissionError,
+from buildings.errors import SubmissionError
+from buildings.formats.rle import decode_rle, encode_rle
+from buildings.formats.submission import (
     image_dice,
     image_iou,
     mean_image_dice,

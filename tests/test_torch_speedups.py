@@ -1,4 +1,4 @@
-"""buildings.models.torch_speedups computes what Keras computes: conv / pooling without copies and
+"""buildings.runtime.torch_speedups computes what Keras computes: conv / pooling without copies and
 the fused BatchNorm agree with Keras's own torch code (forward, gradients, moving statistics), and a
 model trains to the same losses with them as without. Torch backend only."""
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from buildings.models import torch_speedups
+from buildings.runtime import torch_speedups
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch-backend substitutions")
 
@@ -187,3 +187,43 @@ def test_install_is_idempotent_reversible_and_can_be_switched_off(speedups, monk
     assert torch_nn.max_pool is original_pool and keras.layers.BatchNormalization.call is original_call
     monkeypatch.setenv("BUILDINGS_TORCH_SPEEDUPS", "0")
     assert not torch_speedups.install() and torch_speedups.installed() == {"copies": False, "batch_norm": False}
+
+
+def test_unverified_keras_version_falls_back_with_one_logged_line(speedups, monkeypatch, caplog):
+    from keras.src.backend.torch import nn as torch_nn
+
+    speedups(False)
+    original_conv = torch_nn.conv
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    monkeypatch.setattr(torch_speedups, "_logged", set())
+    with caplog.at_level("WARNING", logger=torch_speedups.__name__):
+        assert not torch_speedups.install() and not torch_speedups.install()
+    assert torch_speedups.installed() == {"copies": False, "batch_norm": False}
+    assert torch_nn.conv is original_conv
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "Keras 3.99.0 is outside the versions they were verified on" in lines[0]
+
+
+def test_a_changed_private_signature_falls_back(speedups, monkeypatch, caplog):
+    from keras.src.backend.torch import nn as torch_nn
+
+    speedups(False)
+    monkeypatch.setattr(torch_nn, "max_pool", lambda inputs, window, strides=None: inputs)
+    monkeypatch.setattr(torch_speedups, "_logged", set())
+    with caplog.at_level("WARNING", logger=torch_speedups.__name__):
+        assert not torch_speedups.install()
+    assert "keras.src.backend.torch.nn.max_pool is not the function they replace" in caplog.text
+    assert torch_speedups.installed() == {"copies": False, "batch_norm": False}
+
+
+def test_installed_where_work_starts_not_when_a_model_is_built(speedups, tmp_path):
+    from buildings.inference import load_checkpoints
+    from buildings.models import build_model, load_model
+
+    speedups(False)
+    model = build_model("unet", filters=4, depth=1)
+    model.save(tmp_path / "m.keras")
+    load_model(tmp_path / "m.keras")
+    assert torch_speedups.installed() == {"copies": False, "batch_norm": False}
+    load_checkpoints([tmp_path / "m.keras"])  # where prediction starts
+    assert torch_speedups.installed() == {"copies": True, "batch_norm": True}

@@ -8,15 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 
 from buildings.cli import main
-from buildings.config import FitConfig
-from buildings.models import load_model
-from buildings.training import fit
+from buildings.errors import RunDirError
+from buildings.models import get_encoder, load_model
+from buildings.runtime.device import describe_device
+from buildings.training import FitConfig, fit
 
 TINY = {"model": "unet", "model_options": {"filters": 4, "depth": 2}, "image_size": 64, "batch_size": 2,
         "aug": "light", "verbose": 0}
@@ -30,7 +33,7 @@ def test_fit_writes_a_complete_run_directory(synth_dataset, tmp_path):
                                                 "summary.json"}
     stored = json.loads((run / "config.json").read_text())
     assert stored["options"]["model_options"] == {"filters": 4, "depth": 2}
-    assert stored["backend"] == "torch" and stored["device"] == "cpu"
+    assert stored["backend"] == "torch" and stored["device"] == describe_device()
     assert {"keras", "torch", "numpy"} <= set(stored["versions"])
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [0, 1]
@@ -41,7 +44,7 @@ def test_fit_writes_a_complete_run_directory(synth_dataset, tmp_path):
     assert result.best_epoch == int(history["val_contest_dice"].idxmax())
     model = load_model(run / "best.keras")
     assert model.output_shape[-1] == 1
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunDirError, match="--resume"):
         fit(config)
 
 
@@ -57,14 +60,48 @@ def test_fit_from_config_file_with_flag_overrides(synth_dataset, tmp_path):
            {k: v for k, v in before.items() if k not in ("seed", "run_dir")}
 
 
+class WeightsAtEpochEnds(keras.callbacks.Callback):
+    """Records (encoder trainable?, encoder weights, decoder weights) at the start and after each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.snapshots = []
+
+    def _snapshot(self):
+        encoder = get_encoder(self.model)
+        encoder_ids = {id(v) for v in encoder.weights}
+        decoder = [v for v in self.model.weights if id(v) not in encoder_ids]
+        self.snapshots.append((encoder.trainable, [np.array(v.numpy()) for v in encoder.weights],
+                               [np.array(v.numpy()) for v in decoder]))
+
+    def on_train_begin(self, logs=None):
+        if not self.snapshots:
+            self._snapshot()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._snapshot()
+
+
+def changed(before, after) -> int:
+    return sum(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_staged_training_freezes_then_unfreezes_the_encoder(synth_dataset, tmp_path):
+    """Epoch 0 with the encoder frozen must leave every encoder weight (moving statistics
+    included) exactly as initialised while the decoder learns; epoch 1 must train the encoder."""
     config = FitConfig(data=str(synth_dataset), epochs=2, freeze_encoder_epochs=1, encoder="mobilenetv3small",
                        run_dir=str(tmp_path / "staged"), **{**TINY, "model_options": {}})
-    result = fit(config)
+    watch = WeightsAtEpochEnds()
+    result = fit(config, callbacks=[watch])
     history = pd.read_csv(result.run_dir / "history.csv")
     assert list(history["epoch"]) == [0, 1]
+    (_, enc_start, dec_start), (frozen, enc_0, dec_0), (trainable, enc_1, _) = watch.snapshots
+    assert frozen is False and trainable is True
+    assert changed(enc_start, enc_0) == 0, "a frozen encoder changed during epoch 0"
+    assert changed(dec_start, dec_0) > 0, "the decoder did not learn during epoch 0"
+    assert changed(enc_0, enc_1) > len(enc_1) // 2, "the unfrozen encoder did not train during epoch 1"
     model = load_model(result.run_dir / "last.keras")
-    assert model.get_layer("mobilenetv3small_encoder").trainable
+    assert get_encoder(model).trainable
 
 
 def test_bad_options_are_clear_errors(synth_dataset, tmp_path):
@@ -103,3 +140,39 @@ def test_sigkill_mid_run_then_resume_continues_at_the_right_epoch(synth_dataset,
     assert summary["initial_epoch"] == finished and summary["epochs_total"] == 8
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == list(range(8))  # every epoch once, none lost or repeated
+
+
+def test_run_directories_started_together_are_distinct(tmp_path):
+    from buildings.training.run_dir import RunDirectory
+
+    runs = [RunDirectory.create(model="attunet", root=tmp_path) for _ in range(3)]
+    assert len({r.path for r in runs}) == 3 and all(r.path.is_dir() for r in runs)
+    assert runs[0].path.name.startswith("attunet-") and runs[1].path.name.startswith(runs[0].path.name)
+    (runs[0].path / "config.json").write_text("{}")
+    with pytest.raises(RunDirError, match="already holds a run"):
+        RunDirectory.create(runs[0].path)
+
+
+def test_resume_of_a_folder_that_is_not_a_run_is_one_clear_line(tmp_path):
+    runner = CliRunner()
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(main, ["fit", "--resume", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'empty'}: no config.json, so not a run directory buildings fit can resume"]
+    (tmp_path / "truncated").mkdir()
+    (tmp_path / "truncated" / "config.json").write_text('{"options": {"model": "un')
+    result = runner.invoke(main, ["fit", "--resume", str(tmp_path / "truncated")])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "config.json: not a readable JSON config" in result.output
+
+
+def test_model_options_are_checked_before_any_data_is_read(tmp_path):
+    runner = CliRunner()
+    common = ["fit", "--data", str(tmp_path / "no-data-here"), "--run-dir", str(tmp_path / "r"), "--model", "unet"]
+    result = runner.invoke(main, [*common, "--model-option", "filters=wide"])
+    assert result.exit_code == 1 and "unet option filters='wide': expected int" in result.output
+    result = runner.invoke(main, [*common, "--model-option", "output_stride=8"])
+    assert result.exit_code == 1 and "unet does not take 'output_stride'" in result.output
+    result = runner.invoke(main, [*common, "--model-option", "filters"])
+    assert result.exit_code == 1 and "model option 'filters': expected KEY=VALUE" in result.output
+    assert not (tmp_path / "r").exists()

@@ -12,33 +12,21 @@ Everything that can be checked without decoding images (names, RLE text) is chec
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from buildings.rle import decode_rle
-from buildings.submission import SubmissionError, read_submission
+from buildings.errors import DataError, SubmissionError
+from buildings.formats.images import ImageArchive, decode_image
+from buildings.formats.rle import decode_rle
+from buildings.formats.submission import read_submission
 
-__all__ = [
-    "ContestDataError",
-    "ContestDownload",
-    "ContestExample",
-    "CONTEST_FILES",
-    "ImageFolder",
-    "check_jpeg",
-    "open_contest",
-]
+__all__ = ["CONTEST_FILES", "ContestDownload", "ContestExample", "open_contest"]
 
 CONTEST_FILES = ("train.zip", "train_mask.csv.zip", "test_a.zip", "test_a_samplesubmit.csv")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-
-
-class ContestDataError(ValueError):
-    """The contest download is unusable; the message names the file (and line) at fault."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")  # what a contest folder may hold
 
 
 @dataclass(frozen=True)
@@ -49,39 +37,6 @@ class ContestExample:
     source: str  # where the image came from, for messages
 
 
-class ImageFolder:
-    """Images inside a zip (any sub-folder) or a directory, by base name. With ``within``, only the
-    images whose parent folder is called ``within`` (``lab_train`` inside ``train_and_label.zip``)."""
-
-    def __init__(self, location: Path, within: str | None = None):
-        self.location = location
-        self._zip: zipfile.ZipFile | None = None
-        if location.suffix.lower() == ".zip":
-            try:
-                self._zip = zipfile.ZipFile(location)
-            except zipfile.BadZipFile as err:
-                raise ContestDataError(f"{location}: not a readable zip file ({err})") from None
-            members = [
-                m for m in self._zip.namelist()
-                if not m.endswith("/") and "__MACOSX" not in m and m.lower().endswith(IMAGE_SUFFIXES)
-                and (within is None or Path(m).parent.name == within)
-            ]
-            self.paths = {Path(m).name: m for m in sorted(members)}
-        else:
-            files = sorted(p for p in location.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                           and (within is None or p.parent.name == within))
-            self.paths = {p.name: p for p in files}
-
-    def read(self, name: str) -> bytes:
-        where = self.paths[name]
-        if self._zip is not None:
-            return self._zip.read(where)
-        return Path(where).read_bytes()
-
-    def describe(self, name: str) -> str:
-        return f"{self.location}:{self.paths[name]}" if self._zip else str(self.paths[name])
-
-
 def _find(root: Path, *candidates: str) -> Path | None:
     for candidate in candidates:
         path = root / candidate
@@ -90,22 +45,7 @@ def _find(root: Path, *candidates: str) -> Path | None:
     return None
 
 
-def check_jpeg(data: bytes, where: str, shape: tuple[int, int] | None) -> np.ndarray:
-    """Decode ``data`` (BGR uint8), raising :class:`ContestDataError` naming ``where`` when it is
-    not a complete, decodable image of ``shape`` (height, width)."""
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ContestDataError(f"{where}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ContestDataError(f"{where}: not a decodable image ({len(data)} bytes)")
-    if shape is not None and image.shape[:2] != tuple(shape):
-        raise ContestDataError(
-            f"{where}: image is {image.shape[1]}x{image.shape[0]} (WxH), expected {shape[1]}x{shape[0]}"
-        )
-    return image
-
-
-def _name_mismatch(label_a: str, only_a: list[str], label_b: str, only_b: list[str]) -> ContestDataError:
+def _name_mismatch(label_a: str, only_a: list[str], label_b: str, only_b: list[str]) -> DataError:
     def listing(names):
         return ", ".join(names[:5]) + (f", ... and {len(names) - 5} more" if len(names) > 5 else "")
 
@@ -114,7 +54,7 @@ def _name_mismatch(label_a: str, only_a: list[str], label_b: str, only_b: list[s
         parts.append(f"{len(only_a)} name(s) in {label_a} have no image in {label_b}: {listing(only_a)}")
     if only_b:
         parts.append(f"{len(only_b)} image(s) in {label_b} have no line in {label_a}: {listing(only_b)}")
-    return ContestDataError("; ".join(parts))
+    return DataError("; ".join(parts))
 
 
 @dataclass
@@ -125,8 +65,8 @@ class ContestDownload:
     shape: tuple[int, int]
     train_masks: dict[str, str]  # name -> RLE, in train_mask.csv order
     test_names: list[str]  # sample-submit order
-    _train: ImageFolder
-    _test: ImageFolder | None
+    _train: ImageArchive
+    _test: ImageArchive | None
 
     @property
     def train_names(self) -> list[str]:
@@ -145,7 +85,7 @@ class ContestDownload:
         for name in wanted:
             data = folder.read(name)
             where = folder.describe(name)
-            check_jpeg(data, where, self.shape)
+            decode_image(data, where, strict=True, shape=self.shape)
             mask = decode_rle(self.train_masks[name], self.shape) if split == "train" else None
             yield ContestExample(name=name, image_bytes=data, mask=mask, source=where)
 
@@ -153,26 +93,26 @@ class ContestDownload:
 def open_contest(manual_dir, *, shape=(512, 512)) -> ContestDownload:
     """Open the contest files in ``manual_dir`` (zips or extracted) and check names and RLE text.
 
-    Raises :class:`ContestDataError` naming the file (and line) of the first problem found.
+    Raises :class:`DataError` naming the file (and line) of the first problem found.
     """
     root = Path(manual_dir).expanduser()
     if not root.is_dir():
-        raise ContestDataError(f"{root}: no such folder (expected the contest files {', '.join(CONTEST_FILES)})")
+        raise DataError(f"{root}: no such folder (expected the contest files {', '.join(CONTEST_FILES)})")
     train_dir = _find(root, "train.zip", "train")
     mask_csv = _find(root, "train_mask.csv.zip", "train_mask.csv")
     if train_dir is None or mask_csv is None:
         missing = [n for n, p in (("train.zip (or train/)", train_dir),
                                   ("train_mask.csv.zip (or train_mask.csv)", mask_csv)) if p is None]
-        raise ContestDataError(f"{root}: missing {' and '.join(missing)}")
+        raise DataError(f"{root}: missing {' and '.join(missing)}")
     try:
         masks = read_submission(mask_csv, shape=shape)
     except SubmissionError as err:
-        raise ContestDataError(str(err)) from None
+        raise DataError(str(err)) from None
     if not masks:
-        raise ContestDataError(f"{mask_csv}: no mask lines")
-    train = ImageFolder(train_dir)
-    only_csv = [n for n in masks if n not in train.paths]
-    only_img = [n for n in train.paths if n not in masks]
+        raise DataError(f"{mask_csv}: no mask lines")
+    train = ImageArchive(train_dir, suffixes=IMAGE_SUFFIXES)
+    only_csv = [n for n in masks if n not in train]
+    only_img = [n for n in train.names if n not in masks]
     if only_csv or only_img:
         raise _name_mismatch(str(mask_csv), only_csv, str(train_dir), only_img)
 
@@ -180,17 +120,17 @@ def open_contest(manual_dir, *, shape=(512, 512)) -> ContestDownload:
     sample = _find(root, "test_a_samplesubmit.csv", "test_a_samplesubmit.csv.zip")
     test, test_names = None, []
     if test_dir is not None:
-        test = ImageFolder(test_dir)
+        test = ImageArchive(test_dir, suffixes=IMAGE_SUFFIXES)
         if sample is not None:
             try:
                 test_names = list(read_submission(sample))
             except SubmissionError as err:
-                raise ContestDataError(str(err)) from None
-            only_csv = [n for n in test_names if n not in test.paths]
-            only_img = [n for n in test.paths if n not in set(test_names)]
+                raise DataError(str(err)) from None
+            only_csv = [n for n in test_names if n not in test]
+            only_img = [n for n in test.names if n not in set(test_names)]
             if only_csv or only_img:
                 raise _name_mismatch(str(sample), only_csv, str(test_dir), only_img)
         else:
-            test_names = sorted(test.paths)
+            test_names = list(test.names)
     return ContestDownload(root=root, shape=tuple(shape), train_masks=masks, test_names=test_names,
                            _train=train, _test=test)

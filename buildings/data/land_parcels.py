@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from buildings.data.contest import ContestDataError, ImageFolder, check_jpeg
-from buildings.label_maps import LabelMapError, check_labels, decode_label_png
+from buildings.errors import ConfigError, DataError, LabelMapError
+from buildings.formats.images import ImageArchive, decode_image
+from buildings.formats.label_maps import check_labels, decode_label_png
 
 __all__ = ["CLASS_NAMES", "LandParcelsDownload", "ParcelExample", "class_names_for", "contest_to_folders",
            "open_land_parcels"]
@@ -34,6 +35,7 @@ CLASS_NAMES = {
     7: ("building", "farmland", "forest", "water", "road", "grass", "other"),  # + 水体, 道路, 草地
 }
 TRAIN_IMAGES, TRAIN_LABELS = "img_train", "lab_train"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 TEST_IMAGES = ("img_testA", "img_testB", "img_test")
 
 
@@ -51,25 +53,25 @@ class ParcelExample:
     source: str
 
 
-def _locate(root: Path, part: str) -> ImageFolder | None:
+def _locate(root: Path, part: str) -> ImageArchive | None:
     """``part`` as a folder, as ``part.zip``, or as a sub-folder inside a zip or folder of ``root``."""
     for candidate in (root / part, root / f"{part}.zip"):
         if candidate.exists():
-            return ImageFolder(candidate)
+            return ImageArchive(candidate, suffixes=IMAGE_SUFFIXES)
     for archive in sorted(root.glob("*.zip")):
-        folder = ImageFolder(archive, within=part)
-        if folder.paths:
+        folder = ImageArchive(archive, within=part, suffixes=IMAGE_SUFFIXES)
+        if folder.names:
             return folder
-    folder = ImageFolder(root, within=part)
-    return folder if folder.paths else None
+    folder = ImageArchive(root, within=part, suffixes=IMAGE_SUFFIXES)
+    return folder if folder.names else None
 
 
-def _by_stem(folder: ImageFolder) -> dict[str, str]:
+def _by_stem(folder: ImageArchive) -> dict[str, str]:
     stems: dict[str, str] = {}
-    for name in folder.paths:
+    for name in folder.names:
         stem = Path(name).stem
         if stem in stems:
-            raise ContestDataError(f"{folder.location}: {stems[stem]} and {name} have the same stem")
+            raise DataError(f"{folder.location}: {stems[stem]} and {name} have the same stem")
         stems[stem] = name
     return stems
 
@@ -82,10 +84,10 @@ class LandParcelsDownload:
     num_classes: int
     train_names: list[str]  # image file names, sorted
     test_names: list[str]
-    _images: ImageFolder
-    _labels: ImageFolder
+    _images: ImageArchive
+    _labels: ImageArchive
     _label_of: dict[str, str]  # image name -> label file name
-    _test: ImageFolder | None
+    _test: ImageArchive | None
 
     def examples(self, split: str, names: list[str] | None = None) -> Iterator[ParcelExample]:
         """Yield the examples of ``split`` ('train' or 'test'), checking each image and label."""
@@ -97,7 +99,7 @@ class LandParcelsDownload:
         for name in (self.train_names if split == "train" else self.test_names) if names is None else names:
             data = folder.read(name)
             where = folder.describe(name)
-            image = check_jpeg(data, where, None)
+            image = decode_image(data, where, strict=True)
             labels = None
             if split == "train":
                 label_name = self._label_of[name]
@@ -106,9 +108,9 @@ class LandParcelsDownload:
                     labels = decode_label_png(self._labels.read(label_name), label_where)
                     check_labels(labels, self.num_classes, label_where)
                 except LabelMapError as err:
-                    raise ContestDataError(str(err)) from None
+                    raise DataError(str(err)) from None
                 if labels.shape != image.shape[:2]:
-                    raise ContestDataError(
+                    raise DataError(
                         f"{label_where}: label is {labels.shape[1]}x{labels.shape[0]} (WxH) but its image "
                         f"{name} is {image.shape[1]}x{image.shape[0]}")
             yield ParcelExample(name=name, image_bytes=data, labels=labels, shape=image.shape[:2], source=where)
@@ -117,24 +119,24 @@ class LandParcelsDownload:
 def open_land_parcels(manual_dir, *, num_classes: int = 4) -> LandParcelsDownload:
     """Open ``img_train`` / ``lab_train`` / ``img_testA`` under ``manual_dir`` and match names.
 
-    Raises :class:`ContestDataError` naming what is missing or unmatched.
+    Raises :class:`DataError` naming what is missing or unmatched.
     """
     if num_classes < 2 or num_classes > 255:
-        raise ValueError(f"num_classes must be in 2..255, got {num_classes}")
+        raise ConfigError(f"num_classes must be in 2..255 for a multi-class dataset, got {num_classes}")
     root = Path(manual_dir).expanduser()
     if not root.is_dir():
-        raise ContestDataError(f"{root}: no such folder (expected {TRAIN_IMAGES}/, {TRAIN_LABELS}/ and "
+        raise DataError(f"{root}: no such folder (expected {TRAIN_IMAGES}/, {TRAIN_LABELS}/ and "
                                f"{TEST_IMAGES[0]}/ in it)")
     images = _locate(root, TRAIN_IMAGES)
     labels = _locate(root, TRAIN_LABELS)
     if images is None or labels is None:
         missing = [p for p, f in ((TRAIN_IMAGES, images), (TRAIN_LABELS, labels)) if f is None]
-        raise ContestDataError(f"{root}: no {' and no '.join(missing)} (as a folder, a .zip, or a folder "
+        raise DataError(f"{root}: no {' and no '.join(missing)} (as a folder, a .zip, or a folder "
                                "inside a zip) with images in it")
     image_stems, label_stems = _by_stem(images), _by_stem(labels)
     not_png = [n for n in label_stems.values() if not n.lower().endswith(".png")]
     if not_png:
-        raise ContestDataError(f"{labels.location}: labels must be PNG, found {', '.join(not_png[:5])}")
+        raise DataError(f"{labels.location}: labels must be PNG, found {', '.join(not_png[:5])}")
     only_images = sorted(image_stems[s] for s in set(image_stems) - set(label_stems))
     only_labels = sorted(label_stems[s] for s in set(label_stems) - set(image_stems))
     if only_images or only_labels:
@@ -145,12 +147,12 @@ def open_land_parcels(manual_dir, *, num_classes: int = 4) -> LandParcelsDownloa
         if only_labels:
             parts.append(f"{len(only_labels)} label(s) in {labels.location} have no image in {images.location}: "
                          + ", ".join(only_labels[:5]))
-        raise ContestDataError("; ".join(parts))
+        raise DataError("; ".join(parts))
     test = next((f for f in (_locate(root, part) for part in TEST_IMAGES) if f is not None), None)
-    train_names = sorted(images.paths)
+    train_names = list(images.names)
     return LandParcelsDownload(
         root=root, num_classes=num_classes, train_names=train_names,
-        test_names=sorted(test.paths) if test is not None else [], _images=images, _labels=labels,
+        test_names=list(test.names) if test is not None else [], _images=images, _labels=labels,
         _label_of={name: label_stems[Path(name).stem] for name in train_names}, _test=test)
 
 
@@ -160,9 +162,9 @@ def contest_to_folders(manual_dir, out, *, shape=(512, 512)) -> dict[str, Path]:
     (and ``lab_testA/`` from ``test_a_mask.csv`` when present, for local scoring). JPEG bytes are
     copied as they are. Used to check that the multi-class path matches the binary one."""
     from buildings.data.contest import open_contest
-    from buildings.label_maps import encode_label_png
-    from buildings.rle import decode_rle
-    from buildings.submission import read_submission
+    from buildings.formats.label_maps import encode_label_png
+    from buildings.formats.rle import decode_rle
+    from buildings.formats.submission import read_submission
 
     download = open_contest(manual_dir, shape=shape)
     out = Path(out)

@@ -1,143 +1,33 @@
-"""TFDS dataset → batches for ``model.fit``: the same code on torch, jax and tensorflow.
+"""Batches for ``model.fit`` from a built dataset's split: the same code on torch, jax and tensorflow.
 
-``open_split`` finds a built dataset (a TFDS name, a data_dir, or a dataset folder) and returns a
-random-access source of raw records (JPEG / PNG bytes, decoded here with OpenCV, which is faster
-than TFDS's PIL path) that knows its ``num_classes`` (1 for a binary dataset, N from a multi-class
-dataset's metadata). ``SegmentationBatches`` is a ``keras.utils.PyDataset``: batches of
-(normalised float32 RGB images, float32 masks), worker threads or processes, a per-epoch shuffle
-and per-sample augmentation seeded from (seed, epoch, index) so that a run is reproducible whatever
-the number of workers.
+``SegmentationBatches`` is a ``keras.utils.PyDataset`` over a :class:`~buildings.data.splits.SplitSource`:
+batches of (normalised float32 RGB images, float32 masks), worker threads or processes, a
+per-epoch shuffle and per-sample augmentation (albumentations) seeded from (seed, epoch, index) so
+that a run is reproducible whatever the number of workers.
 
 Binary and multi-class datasets take the same path: masks are carried as stored ({0, 1}, or class
-indices with 255 = unlabelled), never binarised or one-hot encoded here; what differs is only the
-fill value of padded mask pixels (0 for binary, 255 = ignored for multi-class).
+indices with 255 = unlabelled), never binarised or one-hot encoded here; the only difference, the
+fill value of padded mask pixels, comes from the source's :class:`~buildings.task.Task`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 
 import albumentations as A
 import cv2
 import keras
 import numpy as np
 
-__all__ = [
-    "AUGMENTATIONS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "DatasetNotFoundError",
-    "SegmentationBatches",
-    "SplitSource",
-    "build_augmentation",
-    "decode_record",
-    "open_split",
-    "pad_batch",
-]
+from buildings.data.splits import decode_record
+from buildings.errors import ConfigError
+from buildings.preprocessing import normalise
+from buildings.task import Task
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+__all__ = ["AUGMENTATIONS", "SegmentationBatches", "build_augmentation", "cutmix", "pad_batch"]
+
 AUGMENTATIONS = ("none", "light", "strong")
-DEFAULT_DATASET = "tianchi_buildings"
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """No built dataset where the user pointed; the message says what was looked for."""
-
-
-@dataclass
-class SplitSource:
-    """A random-access split: ``len(source)``, ``source[i]`` → dict of raw record fields."""
-
-    records: object
-    name: str
-    split: str
-    directory: Path
-    num_classes: int = 1  # 1: binary {0, 1} masks; N: class indices 0..N-1, 255 = unlabelled
-    class_names: tuple[str, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.records[index]
-
-
-def _dataset_dirs(root: Path) -> list[Path]:
-    """Version folders (holding dataset_info.json) at or below ``root`` (depth ≤ 3)."""
-    if (root / "dataset_info.json").is_file():
-        return [root]
-    found = []
-    for depth in ("*", "*/*", "*/*/*"):
-        found += [p.parent for p in sorted(root.glob(f"{depth}/dataset_info.json"))]
-        if found:
-            break
-    return found
-
-
-def resolve_dataset_dir(data: str | Path, data_dir: str | Path | None = None) -> Path:
-    """Resolve ``data`` to one built dataset version folder.
-
-    ``data`` is a folder (a version folder, a config folder, a dataset folder or a data_dir holding
-    a single dataset) or a TFDS name such as ``tianchi_buildings`` or ``tianchi_buildings/val10``
-    under ``data_dir`` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).
-    """
-    path = Path(data).expanduser()
-    if not path.exists():
-        base = Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
-        path = base / str(data)
-        if not path.exists():
-            raise DatasetNotFoundError(
-                f"no dataset {data!r}: neither a folder nor {path}. Build it first with "
-                "`buildings data build --manual-dir DIR` or `tfds build tfds_builder/tianchi_buildings "
-                "--manual_dir DIR`."
-            )
-    found = _dataset_dirs(path)
-    if not found:
-        raise DatasetNotFoundError(f"{path}: no built TFDS dataset (no dataset_info.json) in it")
-    if len(found) > 1:
-        listing = ", ".join(str(p.relative_to(path)) for p in found)
-        raise DatasetNotFoundError(f"{path} holds several datasets ({listing}): name one of them")
-    return found[0]
-
-
-def open_split(data: str | Path, split: str, data_dir: str | Path | None = None) -> SplitSource:
-    """Open ``split`` of a built dataset for random access, records left encoded."""
-    import tensorflow_datasets as tfds
-
-    directory = resolve_dataset_dir(data, data_dir)
-    builder = tfds.builder_from_directory(str(directory))
-    if split not in builder.info.splits:
-        raise ValueError(f"{directory}: no split {split!r} (has {', '.join(builder.info.splits)})")
-    decoders = {k: tfds.decode.SkipDecoding() for k in ("image", "mask") if k in builder.info.features}
-    try:
-        records = builder.as_data_source(split=split, decoders=decoders)
-    except (NotImplementedError, ValueError) as err:
-        raise DatasetNotFoundError(
-            f"{directory}: stored as {builder.info.file_format}, which has no random access; rebuild "
-            f"with the default array_record format ({err})"
-        ) from None
-    metadata = builder.info.metadata or {}
-    num_classes = int(metadata.get("num_classes", 1))
-    class_names = tuple(metadata.get("class_names", ())) or (("building",) if num_classes == 1 else ())
-    return SplitSource(records=records, name=builder.name, split=split, directory=directory,
-                       num_classes=num_classes, class_names=class_names)
-
-
-def decode_record(record: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB uint8 image (H, W, 3), uint8 mask (H, W)) from a raw record."""
-    image = cv2.imdecode(np.frombuffer(record["image"], np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"record {record.get('name')!r}: undecodable image")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    mask = cv2.imdecode(np.frombuffer(record["mask"], np.uint8), cv2.IMREAD_UNCHANGED)
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    return image, mask
 
 
 def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = None, *,
@@ -149,7 +39,7 @@ def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = N
     nearest-neighbour interpolation everywhere, so they keep their values (binary or class indices).
     """
     if preset not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {preset!r}")
+        raise ConfigError(f"augmentation must be one of {AUGMENTATIONS}, got {preset!r}")
     steps = []
     if image_size is not None:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -168,11 +58,6 @@ def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = N
             A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
         ]
     return A.Compose(steps, mask_interpolation=cv2.INTER_NEAREST)
-
-
-def normalise(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB → float32, ImageNet mean/std normalised (what the models expect)."""
-    return (images.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
 def cutmix(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, p: float) -> None:
@@ -223,8 +108,8 @@ class SegmentationBatches(keras.utils.PyDataset):
         seed: the order and every augmentation follow from it.
         cutmix: probability that a training sample receives a box from another one.
         resize_mode: ``crop`` (random crops in training, resize otherwise) or ``resize``.
-        mask_fill: value of padded mask pixels; default 0 for binary sources, 255 (ignored by the
-            multi-class losses and metrics) for multi-class ones.
+        mask_fill: value of padded mask pixels; default the source task's (0 for binary, 255 =
+            ignored by the multi-class losses and metrics).
         workers, use_multiprocessing, max_queue_size: as ``keras.utils.PyDataset``.
     """
 
@@ -235,14 +120,14 @@ class SegmentationBatches(keras.utils.PyDataset):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.source = source
         self.batch_size = batch_size
         self.training = training
         self.seed = seed
         self.cutmix_p = cutmix
         if mask_fill is None:
-            mask_fill = 255 if getattr(source, "num_classes", 1) > 1 else 0
+            mask_fill = getattr(source, "task", Task(1)).mask_fill
         self.mask_fill = mask_fill
         self._augmentation = (augment, image_size, training, resize_mode, mask_fill)
         build_augmentation(augment, image_size, training=training, resize_mode=resize_mode,
@@ -251,7 +136,7 @@ class SegmentationBatches(keras.utils.PyDataset):
         self.epoch = 0
         self.order = self._order(0)
         if len(self) == 0:
-            raise ValueError(f"{len(source)} examples give no full batch of {batch_size}")
+            raise ConfigError(f"{len(source)} examples give no full batch of {batch_size}")
 
     def _order(self, epoch: int) -> np.ndarray:
         if not self.training:

@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from buildings.rle import encode_rle
-from buildings.submission import write_submission
+from buildings.errors import ConfigError
+from buildings.formats.rle import encode_rle
+from buildings.formats.submission import write_submission
 
 __all__ = ["synth_parcel_scene", "synth_scene", "write_synthetic_contest", "write_synthetic_parcels"]
 
@@ -110,7 +111,7 @@ def synth_parcel_scene(rng: np.random.Generator, size: int = 256, num_classes: i
     patches of dense crowns, buildings, and other ground (roads, bare soil); labels are class
     indices (``KIND_CLASSES``), and with probability ``p_unlabelled`` a box is 255 (unlabelled)."""
     if num_classes not in KIND_CLASSES:
-        raise ValueError(f"synthetic parcels come in {sorted(KIND_CLASSES)} classes, not {num_classes}")
+        raise ConfigError(f"synthetic parcels come in {sorted(KIND_CLASSES)} classes, not {num_classes}")
     image = _ground(rng, size)
     kind = np.full((size, size), KINDS.index("other"), np.uint8)
     _roads(rng, image, size)
@@ -160,8 +161,8 @@ def write_synthetic_parcels(out, n: int = 32, *, num_classes: int = 4, seed: int
     ``lab_train/*.png`` (class indices, 255 = unlabelled), ``img_testA/*.jpg``, plus
     ``lab_testA/*.png`` (truth, for local scoring)."""
     if n < 2:
-        raise ValueError(f"n must be at least 2 (one train and one test tile), got {n}")
-    from buildings.label_maps import encode_label_png
+        raise ConfigError(f"n must be at least 2 (one train and one test tile), got {n}")
+    from buildings.formats.label_maps import encode_label_png
 
     out = Path(out)
     folders = {key: out / key for key in ("img_train", "lab_train", "img_testA", "lab_testA")}
@@ -195,7 +196,7 @@ def write_synthetic_contest(out, n: int = 64, *, seed: int = 0, size: int = 512,
     """Write ``n`` synthetic tiles as the contest download (``train.zip``, ``train_mask.csv.zip``,
     ``test_a.zip``, ``test_a_samplesubmit.csv``) plus ``test_a_mask.csv`` (truth, for local scoring)."""
     if n < 2:
-        raise ValueError(f"n must be at least 2 (one train and one test tile), got {n}")
+        raise ConfigError(f"n must be at least 2 (one train and one test tile), got {n}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -1,9 +1,13 @@
 """Encoders from ``keras.applications``, with feature taps named by stride (``P1``..``P5``).
 
-Every model in this package takes ImageNet-normalised RGB (what ``buildings.data.pipeline``
-yields). Each ``keras.applications`` family expects its own input (caffe BGR, [0, 255], ...), so
-an encoder is preceded by a fixed, non-trainable 1x1 convolution that converts one to the other:
-pretrained weights see exactly the input they were trained on.
+Every model in this package takes ImageNet-normalised RGB (``buildings.preprocessing``). Each
+``keras.applications`` family expects its own input (caffe BGR, [0, 255], ...), so an encoder is
+preceded by a fixed, non-trainable 1x1 convolution that converts one to the other: pretrained
+weights see exactly the input they were trained on.
+
+The backbone enters the model as one sub-model named ``encoder`` (:data:`ENCODER_NAME`) whose
+outputs are the feature maps ``P1``..``P5`` (strides 2..32); training freezes and unfreezes it by
+that name (``buildings.models.get_encoder``), whatever the family.
 
 Taps are found by shape inference on a probe input (the last non-padding layer at each stride),
 not from hard-coded layer names, which in some families depend on Keras's global name counters.
@@ -18,10 +22,13 @@ import keras
 import numpy as np
 from keras import layers
 
-# The adapter undoes exactly the normalisation the input pipeline applies.
-from buildings.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from buildings.errors import ConfigError
+from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD  # what the input adapter undoes
 
-__all__ = ["ENCODERS", "Encoder", "build_encoder", "dilate_resnet"]
+__all__ = ["ENCODERS", "ENCODER_NAME", "Encoder", "build_encoder", "dilate_resnet"]
+
+# The name of the backbone sub-model inside every model built on one (``buildings.models.get_encoder``).
+ENCODER_NAME = "encoder"
 
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
@@ -100,7 +107,7 @@ def dilate_resnet(model: keras.Model, output_stride: int) -> keras.Model:
         return model
     plan = {"conv5": 2} if output_stride == 16 else {"conv4": 2, "conv5": 4} if output_stride == 8 else None
     if plan is None:
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
 
     def clone(layer):
         config = layer.get_config()
@@ -128,13 +135,13 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)} (or 'none' for unet)")
+        raise ConfigError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)} (or 'none' for unet)")
     spec = ENCODERS[key]
     local_file = None
     if weights not in (None, "none", "imagenet"):
         local_file = Path(weights).expanduser()
         if not local_file.is_file():
-            raise FileNotFoundError(f"encoder weights file not found: {local_file}")
+            raise ConfigError(f"encoder weights file not found: {local_file}")
     constructor = getattr(keras.applications, spec.constructor)
     backbone = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
                            input_shape=(None, None, 3))
@@ -142,14 +149,14 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
         try:
             backbone.load_weights(str(local_file))
         except Exception as err:  # Keras raises several types for mismatched files
-            raise ValueError(f"{local_file}: not weights of a {spec.constructor} encoder ({err})") from None
+            raise ConfigError(f"{local_file}: not weights of a {spec.constructor} encoder ({err})") from None
     if output_stride != 32:
         if not key.startswith("resnet"):
-            raise ValueError(f"output_stride {output_stride} needs a ResNet encoder, got {name!r}")
+            raise ConfigError(f"output_stride {output_stride} needs a ResNet encoder, got {name!r}")
         backbone = dilate_resnet(backbone, output_stride)
     taps = _find_taps(backbone)
     features_model = keras.Model(backbone.input, {f"P{s.bit_length() - 1}": backbone.get_layer(n).output
-                                                   for s, n in taps.items()}, name=f"{key}_encoder")
+                                                   for s, n in taps.items()}, name=ENCODER_NAME)
     kernel, bias = _adapter_weights(spec.input_mode)
     adapter = layers.Conv2D(3, 1, name="encoder_input_adapter", trainable=False)
     x = adapter(inputs)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from buildings.errors import ConfigError
+
 __all__ = [
     "ChannelPool",
     "ResizeLike",
@@ -148,7 +150,7 @@ def decoder_attention(x, kind: str | None, *, name: str):
         return squeeze_excitation(x, name=f"{name}_se")
     if kind == "cbam":
         return cbam(x, name=f"{name}_cbam")
-    raise ValueError(f"decoder_attention must be 'none', 'se' or 'cbam', got {kind!r}")
+    raise ConfigError(f"decoder_attention must be 'none', 'se' or 'cbam', got {kind!r}")
 
 
 def attention_gate(skip, gating, *, inter_channels: int, name: str):
@@ -185,6 +187,6 @@ def aspp(x, *, filters: int = 256, rates=(6, 12, 18), dropout: float = 0.1, name
 def segmentation_head(x, num_classes: int, *, kernel_size: int = 1, name: str = "head"):
     """Logits: ``num_classes`` channels (1 = one binary logit), float32 even under mixed precision."""
     if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
     x = layers.Conv2D(num_classes, kernel_size, padding="same", name=f"{name}_conv")(x)
     return layers.Activation("linear", dtype="float32", name="logits")(x)

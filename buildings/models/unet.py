@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from buildings.errors import ConfigError
 from buildings.models.encoders import build_encoder
 from buildings.models.layers import Upsample, attention_gate, conv_block, decoder_attention, segmentation_head
 
@@ -39,7 +40,7 @@ def build_unet(*, num_classes: int = 1, encoder: str = "none", encoder_weights=N
     inputs = keras.Input(input_shape, name="image")
     if encoder in (None, "none"):
         if not 1 <= depth <= 5:
-            raise ValueError(f"depth must be 1..5, got {depth}")
+            raise ConfigError(f"depth must be 1..5, got {depth}")
         skips = []
         x = inputs
         for level in range(depth):

@@ -2,13 +2,13 @@
 
     tfds build tfds_builder/tianchi_buildings --manual_dir ~/tianchi [--config val10]
 
-The builder itself lives in the package (``buildings.data.tianchi_tfds``) so that the
+The builder itself lives in the package (``buildings.data.tfds.tianchi_buildings``) so that the
 TensorFlow-free ``buildings data build`` gives exactly the same dataset; this module only names it
 the TFDS way (a class called ``Builder`` in ``<name>_dataset_builder.py``). Output is array_record
 by default, which ``buildings fit --data tianchi_buildings`` reads with no further step.
 """
 
-from buildings.data.tianchi_tfds import TianchiBuildings
+from buildings.data.tfds.tianchi_buildings import TianchiBuildings
 
 
 class Builder(TianchiBuildings):

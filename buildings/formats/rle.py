@@ -6,7 +6,7 @@
 * the empty string is a mask with no building.
 
 Both directions are vectorised (no Python loop over runs) and the decoder is strict: malformed
-text raises one ``ValueError`` that names the offending token. Why hand-written: no maintained
+text raises one ``RLEError`` (a ``ValueError``) that names the offending token. Why hand-written: no maintained
 library implements this exact convention with validation; pycocotools' RLE is a different format
 (counts of alternating runs, binary-packed).
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from buildings.errors import RLEError
+
 __all__ = ["decode_rle", "encode_rle", "validate_rle", "DEFAULT_SHAPE"]
 
 DEFAULT_SHAPE = (512, 512)
@@ -30,21 +32,21 @@ def _shape_pixels(shape) -> int:
     try:
         height, width = (int(v) for v in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"shape must be (height, width), got {shape!r}") from None
+        raise RLEError(f"shape must be (height, width), got {shape!r}") from None
     if height < 1 or width < 1:
-        raise ValueError(f"shape must be positive, got {shape!r}")
+        raise RLEError(f"shape must be positive, got {shape!r}")
     return height * width
 
 
-def _bad_token_error(text: str) -> ValueError:
+def _bad_token_error(text: str) -> RLEError:
     """Slow path, only on error: find the first token that is not an unsigned integer."""
     for index, token in enumerate(text.split(), start=1):
         if not (token.isascii() and token.isdigit()):
-            return ValueError(
+            return RLEError(
                 f"RLE token {index} ({token!r}) is not a whole number: RLE text is "
                 "'start length' pairs of positive integers separated by spaces"
             )
-    return ValueError(
+    return RLEError(
         f"RLE tokens must be separated by spaces (found a tab or line break): {text[:60]!r}"
     )
 
@@ -52,7 +54,7 @@ def _bad_token_error(text: str) -> ValueError:
 def _parse_runs(text: str, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Parse and validate ``text``; return 0-based starts and lengths (int64 arrays)."""
     if not isinstance(text, str):
-        raise ValueError(f"RLE must be a string, got {type(text).__name__}: {text!r}")
+        raise RLEError(f"RLE must be a string, got {type(text).__name__}: {text!r}")
     try:
         stray = text.encode("ascii").translate(None, _DIGITS_AND_SPACE)
     except UnicodeEncodeError:
@@ -62,7 +64,7 @@ def _parse_runs(text: str, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     values = np.fromstring(text, dtype=np.int64, sep=" ")  # text is digits and spaces only
     if values.size % 2:
         last = text.split()[-1]
-        raise ValueError(
+        raise RLEError(
             f"RLE has an odd number of tokens ({values.size}): the last start ({last!r}) has no length"
         )
     starts = values[0::2]
@@ -86,18 +88,18 @@ def _raise_run_error(text: str, starts: np.ndarray, lengths: np.ndarray, n_pixel
     for run, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
         where = f"run {run + 1} (tokens {2 * run + 1}-{2 * run + 2}: {tokens[2 * run]!r} {tokens[2 * run + 1]!r})"
         if start < 1:
-            raise ValueError(f"RLE {where}: start {start} is below 1 (starts are 1-indexed)")
+            raise RLEError(f"RLE {where}: start {start} is below 1 (starts are 1-indexed)")
         if length < 1:
-            raise ValueError(f"RLE {where}: length {length} is below 1")
+            raise RLEError(f"RLE {where}: length {length} is below 1")
         if start > n_pixels or start - 1 + length > n_pixels:
-            raise ValueError(
+            raise RLEError(
                 f"RLE {where}: the run ends past the image end (pixel {n_pixels})"
             )
         if run:
             prev_start, prev_length = starts[run - 1], lengths[run - 1]
             if start < prev_start + prev_length:
                 what = "is not sorted after" if start < prev_start else "overlaps"
-                raise ValueError(
+                raise RLEError(
                     f"RLE {where} {what} run {run} (start {prev_start}, length {prev_length}): "
                     "runs must be in increasing order without overlap"
                 )
@@ -144,15 +146,15 @@ def encode_rle(mask) -> str:
     if mask.ndim == 3 and mask.shape[-1] == 1:
         mask = mask[..., 0]
     if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
+        raise RLEError(f"mask must be 2-D (height, width), got shape {mask.shape}")
     if mask.dtype != np.bool_:
         if not (np.issubdtype(mask.dtype, np.integer)):
-            raise ValueError(
+            raise RLEError(
                 f"mask must be bool or integer with values 0/1, got {mask.dtype}: "
                 "threshold probabilities first (e.g. probs > 0.5)"
             )
         if mask.size and (mask.min() < 0 or mask.max() > 1):
-            raise ValueError(
+            raise RLEError(
                 f"mask values must be 0 or 1, found {int(mask.min())}..{int(mask.max())} "
                 "(a 0/255 PNG mask needs `mask > 0` first)"
             )

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from buildings.rle import DEFAULT_SHAPE, decode_rle, validate_rle
+from buildings.errors import RLEError, SubmissionError
+from buildings.formats.rle import DEFAULT_SHAPE, decode_rle, validate_rle
 
 __all__ = [
     "SubmissionError",
@@ -33,10 +34,6 @@ __all__ = [
     "score_submission",
     "write_submission",
 ]
-
-
-class SubmissionError(ValueError):
-    """A submission / mask CSV that cannot be used; the message names the file and line."""
 
 
 def _open_text(path: Path) -> str:
@@ -107,7 +104,7 @@ def read_submission(path, *, shape=None) -> dict[str, str]:
         if shape is not None:
             try:
                 validate_rle(rle, shape)
-            except ValueError as err:
+            except RLEError as err:
                 raise SubmissionError(f"{path}:{line}: {name}: {err}") from None
         rows[name] = rle
         first_line[name] = line
@@ -132,7 +129,7 @@ def write_submission(path, rows, *, shape=None) -> Path:
         if shape is not None:
             try:
                 validate_rle(rle, shape)
-            except ValueError as err:
+            except RLEError as err:
                 raise SubmissionError(f"row {index}: {name}: {err}") from None
         elif not isinstance(rle, str):
             raise SubmissionError(f"row {index}: {name}: RLE must be a string, got {rle!r}")
@@ -235,7 +232,7 @@ def score_submission(submission, truth, *, shape=DEFAULT_SHAPE) -> SubmissionSco
     for name, true_rle in true_rows.items():
         try:
             pred_mask = decode_rle(pred_rows[name], shape)
-        except ValueError as err:
+        except RLEError as err:
             raise SubmissionError(f"{pred_label}: {name}: {err}") from None
         true_mask = decode_rle(true_rle, shape)
         dice = image_dice(pred_mask, true_mask)

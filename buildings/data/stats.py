@@ -9,14 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from buildings.data.pipeline import decode_record, open_split
+from buildings.data.splits import decode_record, open_split, record_name
+from buildings.task import IGNORE_INDEX
+from buildings.visualize import put_label, write_grid_png
 
-__all__ = ["PALETTE", "class_pixel_counts", "dataset_stats", "overlay_labels", "overlay_mask", "preview_grid",
-           "write_grid_png"]
-
-# RGB colours of class indices 0..7 in overlays (then repeating); unlabelled (255) is left untinted.
-PALETTE = np.array([(230, 25, 75), (255, 225, 25), (60, 180, 75), (170, 170, 170), (0, 130, 200),
-                    (245, 130, 48), (145, 30, 180), (70, 240, 240)], np.uint8)
+__all__ = ["class_pixel_counts", "dataset_stats", "preview_grid"]
 
 
 def class_pixel_counts(source, num_classes: int) -> list[int]:
@@ -70,33 +67,14 @@ def dataset_stats(data, *, splits=("train", "validation", "test"), data_dir=None
             "mean_rgb": mean.round(4).tolist(),
             "std_rgb": std.round(4).tolist(),
         }
-        if source.num_classes > 1:
+        if not source.task.binary:
             del result[split]["building_fraction"]
             total = max(int(classes.sum()), 1)
-            names = source.class_names or tuple(f"class{i}" for i in range(source.num_classes))
+            names = source.task.class_names
             result[split]["class_fraction"] = {
                 names[i]: round(float(classes[i] / total), 5) for i in range(source.num_classes)}
-            result[split]["unlabelled_fraction"] = round(float(classes[255] / total), 5)
+            result[split]["unlabelled_fraction"] = round(float(classes[IGNORE_INDEX] / total), 5)
     return result
-
-
-def overlay_mask(image_rgb: np.ndarray, mask: np.ndarray, colour=(255, 220, 0), alpha: float = 0.35) -> np.ndarray:
-    """``image_rgb`` with ``mask`` tinted in and outlined (RGB uint8)."""
-    out = image_rgb.copy()
-    on = mask.astype(bool)
-    out[on] = (out[on] * (1 - alpha) + np.asarray(colour) * alpha).astype(np.uint8)
-    contours, _ = cv2.findContours(on.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(out, contours, -1, colour, 2)
-    return out
-
-
-def overlay_labels(image_rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """``image_rgb`` tinted with the :data:`PALETTE` colour of each pixel's class (255 untinted)."""
-    colours = PALETTE[labels % len(PALETTE)].astype(np.float32)
-    shown = image_rgb.astype(np.float32) * (1 - alpha) + colours * alpha
-    keep = labels == 255
-    shown[keep] = image_rgb[keep]
-    return shown.astype(np.uint8)
 
 
 def preview_grid(data, out, *, split="train", n=16, columns=4, tile=256, seed=0, data_dir=None) -> Path:
@@ -108,33 +86,7 @@ def preview_grid(data, out, *, split="train", n=16, columns=4, tile=256, seed=0,
     for index in sorted(picks.tolist()):
         record = source[index]
         image, mask = decode_record(record)
-        if not bool(record.get("has_mask", True)):
-            shown = image
-        else:
-            shown = overlay_mask(image, mask) if source.num_classes == 1 else overlay_labels(image, mask)
+        shown = source.task.overlay(image, mask) if bool(record.get("has_mask", True)) else image
         shown = cv2.resize(shown, (tile, tile), interpolation=cv2.INTER_AREA)
-        name = record["name"].decode() if isinstance(record["name"], bytes) else str(record["name"])
-        cv2.putText(shown, name, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(shown, name, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(shown)
+        tiles.append(put_label(shown, record_name(record)))
     return write_grid_png(out, tiles, columns=columns)
-
-
-def write_grid_png(out, tiles: list[np.ndarray], *, columns: int = 4) -> Path:
-    """Write equal-sized RGB ``tiles`` as a PNG grid, white where a row is short; atomically."""
-    columns = max(1, min(columns, len(tiles)))
-    height, width = tiles[0].shape[:2] if tiles else (1, 1)
-    rows = max(1, -(-len(tiles) // columns))
-    grid = np.full((rows * height, columns * width, 3), 255, np.uint8)
-    for k, shown in enumerate(tiles):
-        r, c = divmod(k, columns)
-        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = shown
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover
-        raise RuntimeError("PNG encoding failed")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(png.tobytes())
-    tmp.replace(out)
-    return out

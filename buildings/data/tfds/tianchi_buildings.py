@@ -17,7 +17,7 @@ import dataclasses
 import tensorflow_datasets as tfds
 
 from buildings.data.contest import CONTEST_FILES, open_contest
-from buildings.data.tfds_common import build_tfds, example, is_validation, segmentation_features
+from buildings.data.tfds.common import build_tfds, example, is_validation, segmentation_features
 
 __all__ = ["TianchiBuildings", "TianchiBuildingsConfig", "build_dataset", "is_validation"]
 

@@ -10,7 +10,8 @@ them back (CCF BDCI / PaddlePaddle 遥感影像地块分割: ``lab_train/*.png``
   per-class IoU, mean IoU (over classes present in truth or prediction), frequency-weighted IoU
   and pixel accuracy.
 
-This is the multi-class counterpart of :mod:`buildings.submission` (RLE CSVs for the binary contest).
+This is the multi-class counterpart of :mod:`buildings.formats.submission` (RLE CSVs for the binary
+contest).
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from buildings.errors import BuildingsError, LabelMapError
+from buildings.formats.images import ImageArchive
+from buildings.task import IGNORE_INDEX
+
 __all__ = [
-    "IGNORE_INDEX",
     "LabelMapError",
     "LabelScore",
     "ResultZipWriter",
@@ -35,18 +39,12 @@ __all__ = [
     "confusion_matrix",
     "decode_label_png",
     "encode_label_png",
+    "is_label_map_source",
     "iter_label_maps",
     "result_name",
     "score_confusion",
     "score_label_maps",
 ]
-
-IGNORE_INDEX = 255
-
-
-class LabelMapError(ValueError):
-    """A label map (or a result.zip) breaks the rules; the message names the file and the value."""
-
 
 def encode_label_png(labels: np.ndarray) -> bytes:
     """Single-channel 8-bit PNG bytes of a (H, W) label map."""
@@ -146,23 +144,28 @@ def _umask() -> int:
 
 
 def iter_label_maps(source) -> Iterator[tuple[str, str, bytes]]:
-    """(stem, where, PNG bytes) of the PNGs in a folder (recursive) or a zip, sorted by name."""
+    """(stem, where, PNG bytes) of the files in a folder (recursive) or a zip, sorted by name."""
     path = Path(source)
-    if path.is_dir():
-        for file in sorted(path.rglob("*.png")):
-            yield file.stem, str(file), file.read_bytes()
-    elif path.suffix.lower() == ".zip":
-        try:
-            archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as err:
-            raise LabelMapError(f"{path}: not a readable zip file ({err})") from None
-        with archive:
-            for member in sorted(archive.namelist()):
-                if member.endswith("/") or "__MACOSX" in member:
-                    continue
-                yield Path(member).stem, f"{path}:{member}", archive.read(member)
-    else:
+    if not (path.is_dir() or path.suffix.lower() == ".zip"):
         raise LabelMapError(f"{path}: expected a folder or a .zip of PNG label maps")
+    try:
+        archive = ImageArchive(path, suffixes=(".png",) if path.is_dir() else None)
+    except BuildingsError as err:
+        raise LabelMapError(str(err)) from None
+    with archive:
+        for name in archive.names:
+            yield Path(name).stem, archive.describe(name), archive.read(name)
+
+
+def is_label_map_source(path) -> bool:
+    """A folder, or a zip holding PNGs (a result.zip), rather than an RLE file."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return any(m.lower().endswith(".png") for m in archive.namelist())
+    return False
 
 
 @dataclass

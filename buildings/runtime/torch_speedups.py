@@ -22,21 +22,40 @@ torch spends more time outside the convolutions than in them:
    float64 inputs fall back to Keras's own code.
 
 Checkpoints are unaffected (the layers and variables are Keras's own), and results agree with the
-unpatched code to float rounding (``tests/test_torch_speedups.py``). :func:`install` is called when
-a model is built or loaded on the torch backend; set ``BUILDINGS_TORCH_SPEEDUPS=0`` to keep Keras
-unchanged. On other backends nothing is touched.
+unpatched code to float rounding (``tests/test_torch_speedups.py``).
+
+**Installed explicitly, where work starts**: ``buildings fit``, prediction / evaluation
+(:func:`buildings.inference.load_checkpoints`) and the benchmarks call :func:`install`; building or
+loading a model does not. A library user calls it the same way::
+
+    from buildings.runtime import torch_speedups
+    torch_speedups.install()
+
+It changes nothing, with one logged line saying why, when any of these holds: the backend is not
+torch (silently), ``BUILDINGS_TORCH_SPEEDUPS=0`` (silently), Keras is outside the versions the
+substitutions were verified against (:data:`VERIFIED_KERAS`: the test suite compares them with
+Keras's own code on each), or the private functions they replace are not there with the expected
+signatures. Plain Keras then runs, unchanged.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 
 import keras
 
-__all__ = ["install", "installed", "uninstall"]
+__all__ = ["VERIFIED_KERAS", "install", "installed", "uninstall", "unavailable_reason"]
+
+# Keras minor versions (inclusive range) on which tests/test_torch_speedups.py passed, each run
+# against that version's own torch backend (experiments/RESULTS.md, "torch speed-ups across Keras
+# versions"). pyproject caps Keras below the next minor version, so CI always tests a verified one.
+VERIFIED_KERAS = ((3, 14), (3, 15))
 
 _originals: dict[str, object] = {}
+_logged: set[str] = set()
+log = logging.getLogger(__name__)
 
 
 def _channels_first_view(x):
@@ -113,6 +132,44 @@ def _batch_norm_call(self, inputs, training=None, mask=None):
     return keras.ops.cast(outputs, self.compute_dtype)
 
 
+def _keras_version() -> tuple[int, int]:
+    parts = keras.__version__.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+_CONV_PARAMETERS = ["inputs", "kernel", "strides", "padding", "data_format", "dilation_rate"]
+_POOL_PARAMETERS = ["inputs", "pool_size", "strides", "padding", "data_format"]
+
+
+def unavailable_reason() -> str | None:
+    """Why the substitutions cannot be installed here, or None when they can. Reasons that need
+    no explanation (another backend, switched off by the environment) start with ``-``."""
+    if keras.backend.backend() != "torch":
+        return f"-the backend is {keras.backend.backend()}"
+    if os.environ.get("BUILDINGS_TORCH_SPEEDUPS", "1") == "0":
+        return "-BUILDINGS_TORCH_SPEEDUPS=0"
+    low, high = VERIFIED_KERAS
+    if not low <= _keras_version() <= high:
+        return (f"Keras {keras.__version__} is outside the versions they were verified on "
+                f"({low[0]}.{low[1]} to {high[0]}.{high[1]})")
+    try:
+        from keras.src.backend.torch import nn as torch_nn
+    except ImportError as err:  # pragma: no cover - Keras reorganised its sources
+        return f"keras.src.backend.torch.nn cannot be imported ({err})"
+    for name, expected in (("conv", _CONV_PARAMETERS), ("max_pool", _POOL_PARAMETERS),
+                           ("average_pool", _POOL_PARAMETERS)):
+        function = _originals.get(name, getattr(torch_nn, name, None))
+        if function is None or list(inspect.signature(function).parameters)[:len(expected)] != expected:
+            return f"keras.src.backend.torch.nn.{name} is not the function they replace"
+    call = _originals.get("BatchNormalization.call", keras.layers.BatchNormalization.call)
+    if list(inspect.signature(call).parameters)[:4] != ["self", "inputs", "training", "mask"]:
+        return "BatchNormalization.call has another signature"
+    return None
+
+
 def installed() -> dict[str, bool]:
     """Which substitutions are active: {"copies": ..., "batch_norm": ...}."""
     return {"copies": "max_pool" in _originals, "batch_norm": "BatchNormalization.call" in _originals}
@@ -120,16 +177,21 @@ def installed() -> dict[str, bool]:
 
 def install(*, copies: bool = True, batch_norm: bool = True) -> bool:
     """Install the substitutions (idempotent; ``copies``: conv / pooling without copies,
-    ``batch_norm``: fused BatchNormalization). Returns whether any is active: False on other
-    backends or with ``BUILDINGS_TORCH_SPEEDUPS=0``."""
-    if keras.backend.backend() != "torch" or os.environ.get("BUILDINGS_TORCH_SPEEDUPS", "1") == "0":
+    ``batch_norm``: fused BatchNormalization). Returns whether any is active. Where they cannot be
+    (see :func:`unavailable_reason`), Keras stays as released and one line is logged, once."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if not reason.startswith("-") and reason not in _logged:
+            _logged.add(reason)
+            log.warning("buildings: torch speed-ups off, plain Keras is used: %s", reason)
         return False
     from keras.src.backend.torch import nn as torch_nn
 
     replacements = {}
     if copies:
         replacements = {"max_pool": _max_pool, "average_pool": _average_pool}
-        if "channels_last_memory_format" not in inspect.signature(torch_nn._transpose_spatial_inputs).parameters:
+        transpose = getattr(torch_nn, "_transpose_spatial_inputs", None)
+        if transpose is None or "channels_last_memory_format" not in inspect.signature(transpose).parameters:
             replacements["conv"] = _conv  # else Keras has the upstream fix (keras-team/keras#23199)
     for name, replacement in replacements.items():
         if name not in _originals:
@@ -143,6 +205,8 @@ def install(*, copies: bool = True, batch_norm: bool = True) -> bool:
 
 def uninstall() -> None:
     """Restore Keras's own code (for comparisons and tests)."""
+    if not _originals:
+        return
     from keras.src.backend.torch import nn as torch_nn
 
     for name, original in list(_originals.items()):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from buildings.label_maps import encode_label_png
+from buildings.formats.label_maps import encode_label_png
 
 __all__ = ["build_tfds", "example", "is_validation", "segmentation_features"]
 

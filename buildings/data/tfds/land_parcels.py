@@ -2,7 +2,7 @@
 layout (``img_train/*.jpg`` + ``lab_train/*.png`` + ``img_testA/*.jpg``) read by
 :func:`buildings.data.land_parcels.open_land_parcels`.
 
-Same features as ``tianchi_buildings`` (see :mod:`buildings.data.tfds_common`), so the input
+Same features as ``tianchi_buildings`` (see :mod:`buildings.data.tfds.common`), so the input
 pipeline, training and inference serve both with one code path; the mask holds class indices with
 255 = unlabelled, and ``metadata.json`` records ``num_classes`` and ``class_names``. Images of any
 size are accepted (256x256 in that contest). As for ``tianchi_buildings``, the TFDS dataset folder
@@ -26,7 +26,8 @@ from buildings.data.land_parcels import (
     class_names_for,
     open_land_parcels,
 )
-from buildings.data.tfds_common import build_tfds, example, is_validation, segmentation_features
+from buildings.data.tfds.common import build_tfds, example, is_validation, segmentation_features
+from buildings.errors import ConfigError
 
 __all__ = ["LandParcels", "LandParcelsConfig", "build_land_parcels", "parcels_config"]
 
@@ -51,10 +52,10 @@ def parcels_config(num_classes: int = 4, validation_percent: float = 5.0,
                    class_names: tuple[str, ...] | None = None) -> LandParcelsConfig:
     """A config named ``classes<N>`` (``classes<N>_val<P>`` when the hold-out is not 5%)."""
     if num_classes < 2:
-        raise ValueError(f"a multi-class dataset needs at least 2 classes, got {num_classes}")
+        raise ConfigError(f"a multi-class dataset needs at least 2 classes, got {num_classes}")
     names = tuple(class_names) if class_names else class_names_for(num_classes)
     if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names for {num_classes} classes")
+        raise ConfigError(f"{len(names)} class names for {num_classes} classes")
     name = f"classes{num_classes}" + ("" if validation_percent == 5.0 else f"_val{validation_percent:g}")
     return LandParcelsConfig(
         name=name, num_classes=num_classes, class_names=names, validation_percent=validation_percent,

@@ -1,0 +1,65 @@
+"""The errors a user can fix: bad files, options, datasets, checkpoints.
+
+Every one of them derives from :class:`BuildingsError`, and the command line prints those as one
+line (``Error: <message>``) while anything else — a bug — keeps its traceback. Each message names
+what is at fault: the file (and line, member or token), the option and its value.
+
+The concrete classes also derive from the built-in exception a Python caller would expect
+(``ValueError`` for bad content, ``FileNotFoundError`` for something missing), so
+``except ValueError`` around a library call keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BuildingsError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DatasetNotFoundError",
+    "ImageReadError",
+    "LabelMapError",
+    "RLEError",
+    "RunDirError",
+    "SubmissionError",
+]
+
+
+class BuildingsError(Exception):
+    """Base of the errors caused by input the user can fix; the message says what and where."""
+
+
+class ConfigError(BuildingsError, ValueError):
+    """Options that cannot work (alone or together): names the option and the value."""
+
+
+class RLEError(BuildingsError, ValueError):
+    """Malformed run-length-encoded text: names the run and the tokens as written."""
+
+
+class SubmissionError(BuildingsError, ValueError):
+    """A submission / mask CSV that cannot be used: names the file and line."""
+
+
+class LabelMapError(BuildingsError, ValueError):
+    """A label map (or a result.zip) that breaks the rules: names the file and the value."""
+
+
+class DataError(BuildingsError, ValueError):
+    """An unusable contest download, image folder or archive: names the file (and member or line)."""
+
+
+class ImageReadError(DataError):
+    """An input image that is missing or unreadable: names it."""
+
+
+class DatasetNotFoundError(BuildingsError, FileNotFoundError):
+    """No built dataset where the user pointed: says what was looked for and how to build it."""
+
+
+class CheckpointError(BuildingsError, ValueError):
+    """A checkpoint that cannot serve here: missing, not a Keras model, or the wrong kind of model."""
+
+
+class RunDirError(BuildingsError, ValueError):
+    """A training run directory that cannot be created, resumed or read."""

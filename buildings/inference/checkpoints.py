@@ -1,0 +1,35 @@
+"""Loading checkpoints for prediction: ``.keras`` files of any backend, checked to be segmentation
+models that agree on their number of classes. This is where inference starts, so it installs the
+Keras-on-torch speed-ups (``buildings.runtime.torch_speedups``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from buildings.errors import CheckpointError
+
+__all__ = ["load_checkpoints"]
+
+
+def load_checkpoints(paths: Sequence[str | os.PathLike]) -> list:
+    """Load ``.keras`` checkpoints (compile off); all must map RGB images to per-pixel logits and
+    give the same number of output channels."""
+    from buildings.models import load_model
+    from buildings.runtime import torch_speedups
+
+    if not paths:
+        raise CheckpointError("no checkpoint given")
+    torch_speedups.install()
+    models = []
+    for path in paths:
+        model = load_model(path, compile=False)
+        shape = model.output_shape
+        if not (isinstance(shape, tuple) and len(shape) == 4 and len(model.input_shape) == 4
+                and model.input_shape[-1] == 3):
+            raise CheckpointError(f"{path}: not a segmentation model (input {model.input_shape}, output {shape})")
+        models.append(model)
+    channels = {m.output_shape[-1] for m in models}
+    if len(channels) > 1:
+        raise CheckpointError(f"checkpoints disagree on the number of classes: {sorted(channels)}")
+    return models

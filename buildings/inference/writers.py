@@ -1,0 +1,129 @@
+"""Where predictions go: one context manager per output, each with ``add(name, image, mask)``.
+
+* :class:`SubmissionFile` — the Tianchi ``name<TAB>rle`` file (binary masks);
+* :class:`ResultZip` — a ``result.zip`` of label PNGs named like the images (地块分割);
+* :class:`MaskFolder` / :class:`OverlayFolder` — one PNG per image: the mask, or the mask drawn
+  over the image.
+
+Each writes into a temporary file or folder beside its target and moves it into place only when
+its ``with`` block ends without error; on error the temporary is removed, so a failed or
+interrupted prediction leaves nothing that looks like output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from buildings.errors import ConfigError
+from buildings.formats.label_maps import ResultZipWriter
+from buildings.formats.rle import encode_rle
+from buildings.formats.submission import write_submission
+from buildings.task import Task
+
+__all__ = ["MaskFolder", "OverlayFolder", "ResultZip", "SubmissionFile", "open_writers"]
+
+
+class SubmissionFile:
+    """The ``name<TAB>rle`` submission, written atomically when the block ends."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.rows: dict[str, str] = {}
+
+    def __enter__(self):
+        return self
+
+    def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
+        self.rows[name] = encode_rle(mask)
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            write_submission(self.path, self.rows)
+        return False
+
+
+class ResultZip:
+    """A ``result.zip`` of single-channel label PNGs (``formats.label_maps.ResultZipWriter``)."""
+
+    def __init__(self, path, task: Task):
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".zip":
+            raise ConfigError(f"{path}: a png-zip submission is a .zip file (result.zip)")
+        self._writer = ResultZipWriter(self.path, num_classes=task.score_classes)
+
+    def __enter__(self):
+        self._writer.__enter__()
+        return self
+
+    def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
+        self._writer.add(name, mask)
+
+    def __exit__(self, kind, value, traceback):
+        return self._writer.__exit__(kind, value, traceback)
+
+
+class _PngFolder:
+    """PNGs named ``<image stem>.png`` staged in a hidden folder beside ``folder``, moved in at the end."""
+
+    def __init__(self, folder, task: Task):
+        self.folder = Path(folder)
+        self.task = task
+
+    def __enter__(self):
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}-", dir=self.folder.parent))
+        return self
+
+    def picture(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
+        ok, data = cv2.imencode(".png", self.picture(image, mask))
+        if not ok:  # pragma: no cover - cv2 fails only on invalid arrays
+            raise RuntimeError(f"PNG encoding failed for {name}")
+        (self._staging / f"{Path(name).stem}.png").write_bytes(data.tobytes())
+
+    def __exit__(self, kind, value, traceback):
+        try:
+            if kind is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                for file in sorted(self._staging.iterdir()):
+                    os.replace(file, self.folder / file.name)
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+        return False
+
+
+class MaskFolder(_PngFolder):
+    """Mask PNGs: buildings white on black (0/255), or class indices."""
+
+    def picture(self, image, mask):
+        return self.task.mask_png(mask)
+
+
+class OverlayFolder(_PngFolder):
+    """The mask drawn over the image (buildings tinted and outlined, or class colours)."""
+
+    def picture(self, image, mask):
+        return cv2.cvtColor(self.task.overlay(image, mask), cv2.COLOR_RGB2BGR)
+
+
+def open_writers(task: Task, out=None, *, output_format: str = "auto", save_masks=None,
+                 save_overlays=None) -> list:
+    """The writers for a prediction (not yet entered): the submission ``out`` in ``output_format``
+    (``auto``: the task's, RLE for binary, result.zip for N classes), mask and overlay folders."""
+    output_format = task.check_output_format(output_format)
+    writers = []
+    if out is not None:
+        writers.append(SubmissionFile(out) if output_format == "rle" else ResultZip(out, task))
+    if save_masks is not None:
+        writers.append(MaskFolder(save_masks, task))
+    if save_overlays is not None:
+        writers.append(OverlayFolder(save_overlays, task))
+    return writers

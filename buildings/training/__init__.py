@@ -1,0 +1,23 @@
+"""Training: options (``config``), the run directory (``run_dir``), callbacks, and ``fit`` (``trainer``).
+
+    from buildings.training import FitConfig, fit
+    result = fit(FitConfig(model="attunet", data="tianchi_buildings", epochs=30))
+
+Names are loaded on first use, so ``buildings.training.config`` (what the command line needs to
+show its options) does not import Keras.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["FitConfig", "RunDirectory", "RunResult", "fit", "load_run_config", "make_fit_config"]
+
+_HOMES = {"FitConfig": "config", "load_run_config": "config", "make_fit_config": "config",
+          "RunDirectory": "run_dir", "RunResult": "trainer", "fit": "trainer"}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"buildings.training.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'buildings.training' has no attribute {name!r}")

@@ -1,0 +1,190 @@
+"""Training options as data: a run's config.json reproduces it.
+
+:class:`FitConfig` holds every option of ``buildings fit`` (flags map one to one);
+:func:`make_fit_config` merges flags over a config file or a run being resumed;
+:meth:`FitConfig.check` refuses impossible options before any data is read, and
+:func:`resolve_with_data` fills what the dataset decides (classes, default loss, class weights).
+
+Kept free of heavy imports at module level so the command line shows its options without loading
+Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildings.errors import ConfigError, RunDirError
+from buildings.task import Task
+
+__all__ = ["PRECISIONS", "FitConfig", "load_run_config", "make_fit_config", "parse_model_options",
+           "resolve_with_data"]
+
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+RESIZE_MODES = ("crop", "resize")
+
+
+@dataclass
+class FitConfig:
+    """Every option of a training run (``buildings fit`` flags map one to one)."""
+
+    model: str = "attunet"
+    data: str = "tianchi_buildings"
+    data_dir: str | None = None
+    epochs: int = 30
+    batch_size: int = 8
+    image_size: int = 512
+    resize_mode: str = "crop"  # crop: random crops in training, full images in validation
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    clip_norm: float = 1.0
+    loss: str | None = None  # None: the task's default (bce_dice binary, ce_lovasz multi-class)
+    aug: str = "strong"
+    cutmix: float = 0.0
+    precision: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU
+    encoder: str | None = None  # None: the model's default
+    encoder_weights: str | None = None
+    freeze_encoder_epochs: int = 0
+    model_options: dict = field(default_factory=dict)
+    num_classes: int | None = None  # None: the dataset's (1 = binary logit, N = N classes)
+    class_weights: str | list | None = "auto"  # multi-class CE: auto (from train pixels), none, or a list
+    threshold: float = 0.5
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    early_stopping: int = 0  # patience in epochs; 0 = off
+    tensorboard: bool = False
+    max_minutes: float | None = None  # stop after the epoch that crosses this wall-time budget
+    workers: int = 1
+    use_multiprocessing: bool = False
+    run_dir: str | None = None
+    verbose: str | int = "auto"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FitConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}")
+        return cls(**values)
+
+    def check(self) -> None:
+        """Refuse options that cannot work, before any data is read (model options included)."""
+        from buildings.data.pipeline import AUGMENTATIONS
+        from buildings.models import resolve_options
+
+        if self.precision not in (*PRECISIONS, "auto"):
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)} or auto, got {self.precision!r}")
+        if self.image_size % 32:
+            raise ConfigError(f"image_size must be a multiple of 32, got {self.image_size}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.aug not in AUGMENTATIONS:
+            raise ConfigError(f"augmentation must be one of {AUGMENTATIONS}, got {self.aug!r}")
+        if self.num_classes is not None:
+            task = Task(self.num_classes)
+            if self.loss is not None:
+                task.check_loss(self.loss)
+        resolve_options(self.model, **self.model_kwargs())
+
+    def model_kwargs(self) -> dict:
+        """Options for ``buildings.models.build_model``: ``model_options`` plus the flags that are
+        model options (classes, encoder, encoder weights)."""
+        options = dict(self.model_options)
+        if self.num_classes is not None:
+            options["num_classes"] = self.num_classes
+        if self.encoder is not None:
+            options["encoder"] = self.encoder
+        if self.encoder_weights is not None:
+            options["encoder_weights"] = self.encoder_weights
+        return options
+
+    def precision_for(self, accelerator: bool) -> str:
+        """The precision to train in: ``auto`` is bf16 on an accelerator and fp32 on a CPU."""
+        if self.precision == "auto":
+            return "bf16" if accelerator else "fp32"
+        return self.precision
+
+
+def parse_model_options(items) -> dict:
+    """``["filters=32", "decoder_attention=cbam"]`` → {"filters": 32, "decoder_attention": "cbam"};
+    values are read as JSON when they parse (numbers, lists, true/false), else kept as text."""
+    options = {}
+    for item in items:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key:
+            raise ConfigError(f"model option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def load_run_config(path) -> FitConfig:
+    """The options stored in a run's config.json (or a plain options JSON file)."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path}: not a readable JSON config ({err})") from None
+    if not isinstance(payload, dict):
+        raise RunDirError(f"{path}: expected a JSON object of options")
+    options = payload.get("options", payload)
+    return FitConfig.from_dict(options)
+
+
+def make_fit_config(*, flags: dict | None = None, model_options=(), config_file=None, resume_dir=None) -> FitConfig:
+    """The configuration of a ``buildings fit`` call.
+
+    ``flags``: the options given explicitly (field name → value); they override ``config_file``
+    (a run's config.json reproduced in a new run directory) or the options of the run in
+    ``resume_dir`` (continued in place). ``model_options``: ``KEY=VALUE`` items merged over the
+    base's model options.
+    """
+    from buildings.training.run_dir import RunDirectory
+
+    flags = dict(flags or {})
+    if resume_dir is not None:
+        base = load_run_config(RunDirectory.for_resume(resume_dir).config_path)
+        flags["run_dir"] = str(resume_dir)
+    elif config_file is not None:
+        base = dataclasses.replace(load_run_config(config_file), run_dir=None)  # a new run directory
+    else:
+        base = FitConfig()
+    if model_options:
+        flags["model_options"] = {**base.model_options, **parse_model_options(model_options)}
+    return dataclasses.replace(base, **flags)
+
+
+def resolve_with_data(config: FitConfig, source) -> FitConfig:
+    """Fill ``num_classes``, ``loss`` and ``class_weights`` from the training split ``source``;
+    refuse a class count or loss that does not fit the dataset."""
+    data_task = source.task
+    task = data_task if config.num_classes is None else Task(config.num_classes)
+    if task.num_classes != data_task.num_classes:
+        raise ConfigError(f"{config.data} is {data_task.describe()}, but num_classes is {task.num_classes}: pass "
+                          f"--num-classes {data_task.num_classes} (or leave it out to take the dataset's)")
+    loss = config.loss or task.default_loss
+    task.check_loss(loss)
+    weights = config.class_weights
+    if not task.uses_class_weights(loss) or weights in (None, "none"):
+        weights = None
+    elif weights == "auto":
+        from buildings.data.stats import class_pixel_counts
+        from buildings.losses import class_weights_from_counts
+
+        weights = class_weights_from_counts(class_pixel_counts(source, task.num_classes))
+    else:
+        try:
+            weights = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
+        except (TypeError, ValueError):
+            weights = []
+        if len(weights) != task.num_classes or min(weights) < 0:
+            raise ConfigError(f"class_weights needs {task.num_classes} non-negative numbers, got {config.class_weights}")
+    return dataclasses.replace(config, num_classes=task.num_classes, loss=loss, class_weights=weights)

@@ -1,0 +1,171 @@
+"""Training: one ``fit(config)`` that builds data, model, loss, metrics, optimizer and callbacks,
+runs ``model.fit`` on the active backend and writes a run directory (``run_dir``).
+
+Training is staged when ``freeze_encoder_epochs`` > 0: the model's encoder (the sub-model the
+model contract names ``encoder``, see ``buildings.models``) is frozen for those epochs (one
+``model.fit``), then unfrozen (a second ``model.fit`` with a fresh optimizer whose step count
+continues, so the per-step warmup + cosine schedule carries on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from buildings.data.pipeline import SegmentationBatches
+from buildings.data.splits import open_split
+from buildings.losses import get_loss
+from buildings.models import build_model, get_encoder
+from buildings.runtime import torch_speedups
+from buildings.runtime.device import accelerator_available, describe_device
+from buildings.task import Task
+from buildings.training.callbacks import Throughput, TimeBudget
+from buildings.training.config import PRECISIONS, FitConfig, resolve_with_data
+from buildings.training.run_dir import RunDirectory, git_commit, package_versions
+
+__all__ = ["RunResult", "fit"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_score: float | None  # best value of the monitored validation metric
+    monitor: str  # val_contest_dice (binary) or val_miou (multi-class)
+    best_epoch: int | None
+    epochs_run: int
+    initial_epoch: int
+    wall_seconds: float
+    summary: dict
+
+    @property
+    def best_dice(self) -> float | None:
+        """The best validation contest Dice of a binary run (None for multi-class runs)."""
+        return self.best_score if self.monitor == "val_contest_dice" else None
+
+
+def _schedule(config: FitConfig, steps_per_epoch: int):
+    total = max(config.epochs * steps_per_epoch, 1)
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.lr * 0.01 if warmup else config.lr,
+        decay_steps=max(total - warmup, 1), alpha=config.min_lr_ratio,
+        warmup_target=config.lr if warmup else None, warmup_steps=warmup)
+
+
+def _compile(model, config: FitConfig, task: Task, steps_per_epoch: int, done_steps: int = 0):
+    optimizer = keras.optimizers.AdamW(learning_rate=_schedule(config, steps_per_epoch),
+                                       weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
+    options = {"class_weights": list(config.class_weights)} if config.class_weights is not None else {}
+    model.compile(optimizer=optimizer, loss=get_loss(config.loss, **options), metrics=task.metrics(config.threshold))
+    if done_steps:
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(done_steps)
+    return model
+
+
+def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, callbacks=()) -> RunResult:
+    """Train as ``config`` says; returns where the run went and how it ended.
+
+    ``resume``: continue the run in ``config.run_dir`` from its last finished epoch. ``callbacks``:
+    extra Keras callbacks, run after the package's own in every training phase.
+    """
+    config.check()
+    if resume:
+        run = RunDirectory.for_resume(config.run_dir)
+    else:
+        RunDirectory.check_new(config.run_dir)
+    torch_speedups.install()
+    device = describe_device()
+    precision = config.precision_for(accelerator_available())
+    keras.mixed_precision.set_global_policy(PRECISIONS[precision])
+    keras.utils.set_random_seed(config.seed)
+
+    train_source = open_split(config.data, "train", config.data_dir)
+    val_source = open_split(config.data, "validation", config.data_dir)
+    config = resolve_with_data(config, train_source)
+    task = train_source.task
+    loader = {"workers": config.workers, "use_multiprocessing": config.use_multiprocessing}
+    train = SegmentationBatches(train_source, config.batch_size, image_size=config.image_size,
+                                augment=config.aug, training=True, seed=config.seed, cutmix=config.cutmix,
+                                resize_mode=config.resize_mode, **loader)
+    val_size = None if config.resize_mode == "crop" else config.image_size
+    validation = SegmentationBatches(val_source, config.batch_size, image_size=val_size, **loader)
+    steps = min(len(train), config.steps_per_epoch or len(train))
+
+    model = build_model(config.model, **config.model_kwargs())
+    encoder = get_encoder(model)
+    freeze = config.freeze_encoder_epochs if encoder is not None else 0
+    if not resume:
+        run = RunDirectory.create(config.run_dir, model=config.model)
+    config = dataclasses.replace(config, run_dir=str(run.path))
+    run.write_config({
+        "options": dataclasses.asdict(config), "backend": keras.backend.backend(), "device": device,
+        "precision_policy": PRECISIONS[precision], "versions": package_versions(), "git_commit": git_commit(),
+        "torch_speedups": torch_speedups.installed() if keras.backend.backend() == "torch" else None,
+        "command": command, "train_images": len(train_source), "validation_images": len(val_source),
+        "parameters": model.count_params()})
+
+    start_epoch = run.finished_epochs() if resume else 0
+    if resume:
+        run.truncate_history(start_epoch)
+    elif run.history_path.exists():
+        run.history_path.unlink()
+    monitor = task.monitor
+    best_checkpoint = keras.callbacks.ModelCheckpoint(
+        run.best_path, monitor=monitor, mode="max", save_best_only=True,
+        initial_value_threshold=run.best_so_far(monitor) if resume else None)
+    own_callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        Throughput(config.batch_size),
+        best_checkpoint,
+        keras.callbacks.ModelCheckpoint(run.last_path),
+        keras.callbacks.CSVLogger(str(run.history_path), append=True),
+    ]
+    if config.max_minutes:
+        own_callbacks.append(TimeBudget(config.max_minutes, time.perf_counter()))
+    if config.early_stopping:
+        own_callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+                                                           patience=config.early_stopping))
+    if config.tensorboard:
+        own_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.path / "logs")))
+
+    started = time.perf_counter()
+    phases = [(0, freeze, False), (freeze, config.epochs, True)] if freeze else [(0, config.epochs, True)]
+    epochs_run = 0
+    for index, (first, last, encoder_trainable) in enumerate(phases):
+        if last <= first or start_epoch >= last:
+            continue  # nothing to do, or already finished before a resume
+        if encoder is not None:
+            encoder.trainable = encoder_trainable
+        begin = max(first, start_epoch)
+        if begin > 0 and run.last_path.exists() and not (run.backup_dir / f"phase{index}").exists():
+            model.load_weights(run.last_path)  # a new phase starts from the last epoch
+        _compile(model, config, task, steps, done_steps=begin * steps)
+        train.set_epoch(begin)
+        # Last, so an epoch counts as finished only once its history row and checkpoints are written.
+        backup = keras.callbacks.BackupAndRestore(str(run.backup_dir / f"phase{index}"), delete_checkpoint=False)
+        history = model.fit(train, validation_data=validation, epochs=last, initial_epoch=begin,
+                            steps_per_epoch=steps, callbacks=[*own_callbacks, *callbacks, backup],
+                            verbose=config.verbose)
+        epochs_run += len(history.epoch)
+        if model.stop_training:
+            break
+    wall = time.perf_counter() - started
+
+    summary = {"epochs_run_this_call": epochs_run, "initial_epoch": start_epoch, "wall_seconds": wall,
+               "backend": keras.backend.backend(), "device": device}
+    history = run.history()
+    if monitor in history and len(history):
+        best_row = history.loc[history[monitor].idxmax()]
+        summary.update({f"best_{monitor}": float(best_row[monitor]), "best_epoch": int(best_row["epoch"]),
+                        "epochs_total": int(history["epoch"].max()) + 1})
+    if "images_per_s" in history:
+        summary["mean_images_per_s"] = float(history["images_per_s"].mean())
+    summary = run.write_summary(summary, resumed=resume)
+    return RunResult(run_dir=run.path, best_score=summary.get(f"best_{monitor}"), monitor=monitor,
+                     best_epoch=summary.get("best_epoch"), epochs_run=epochs_run, initial_epoch=start_epoch,
+                     wall_seconds=wall, summary=summary)
