@@ -1,8 +1,9 @@
 """The ``buildings`` command line: thin wrappers that parse options, call one library function
 and print. Every command here works end to end; there are no placeholders.
 
-Errors the user can fix (:class:`buildings.errors.BuildingsError` and its kinds) are printed as one
-``Error: ...`` line with exit status 1; anything else is a bug and keeps its traceback.
+Errors the user can fix (:class:`buildings.errors.BuildingsError` and its kinds) and operating-system
+errors are printed as one ``Error: ...`` line (at most 400 characters) with exit status 1; anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from buildings.errors import BuildingsError
 
 
 def parse_shape(value: str) -> tuple[int, int]:
-    """``512`` or ``512x512`` (height x width) → (512, 512)."""
+    """``512`` or ``512x512`` (height x width) → (512, 512), at most 16384x16384 pixels in all."""
+    from buildings.formats.rle import MAX_PIXELS
+
     parts = value.lower().replace("*", "x").split("x")
     try:
         numbers = [int(p) for p in parts]
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected HEIGHTxWIDTH such as 512x512") from None
+        raise click.BadParameter(f"{value[:40]!r}: expected HEIGHTxWIDTH such as 512x512") from None
     if len(numbers) == 1:
         numbers *= 2
     if len(numbers) != 2 or min(numbers) < 1:
-        raise click.BadParameter(f"{value!r}: expected HEIGHTxWIDTH such as 512x512")
+        raise click.BadParameter(f"{value[:40]!r}: expected HEIGHTxWIDTH such as 512x512")
+    if numbers[0] * numbers[1] > MAX_PIXELS:
+        raise click.BadParameter(f"{numbers[0]}x{numbers[1]} is more than the {MAX_PIXELS:,} pixels (16384x16384) "
+                                 "a mask may have")
     return numbers[0], numbers[1]
 
 
@@ -57,14 +63,29 @@ class FloatList(click.ParamType):
             self.fail(f"{value!r}: expected comma-separated numbers such as 2,1", param, ctx)
 
 
+MESSAGE_LIMIT = 400  # characters of an error line
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """An error message as one line of at most ``limit`` characters."""
+    message = " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return message if len(message) <= limit else message[:limit - 3] + "..."
+
+
 class BuildingsGroup(click.Group):
-    """A click group that prints the package's own errors as one ``Error:`` line (exit status 1)."""
+    """A click group that prints the package's own errors, and operating-system errors (a full
+    disk, a missing permission), as one ``Error:`` line with exit status 1. Anything else is a bug
+    and keeps its traceback."""
 
     def invoke(self, ctx):
+        from buildings.files import os_error_message
+
         try:
             return super().invoke(ctx)
         except BuildingsError as err:
-            raise click.ClickException(str(err)) from None
+            raise click.ClickException(one_line(str(err))) from None
+        except OSError as err:
+            raise click.ClickException(one_line(os_error_message(err))) from None
 
 
 @click.group(cls=BuildingsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -374,16 +395,17 @@ def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_h
     if not (out or save_masks or save_overlays):
         raise click.UsageError("nothing to write: give --out, --save-masks or --save-overlays")
     predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+    data_task = None
     if images:
         items = list(iter_images(images))
     else:
         source = open_split(data_, "test", data_dir)
-        items = list(split_items(source))
+        items, data_task = list(split_items(source)), source.task
     click.echo(f"{len(predictor.models)} model(s), tta {tta}, {_device()}", err=True)
     with _bar(len(items), "predicting") as bar:
         report = write_predictions(predictor, items, out, postprocess=Postprocess(min_area, fill_holes),
                                    save_masks=save_masks, save_overlays=save_overlays,
-                                   output_format=output_format, progress=bar.update)
+                                   output_format=output_format, data_task=data_task, progress=bar.update)
     click.echo(report.describe() + (f"; wrote {out}" if out else ""))
 
 

@@ -19,10 +19,32 @@ __all__ = [
     "DatasetNotFoundError",
     "ImageReadError",
     "LabelMapError",
+    "OutputError",
     "RLEError",
     "RunDirError",
     "SubmissionError",
+    "excerpt",
+    "shorten",
 ]
+
+
+def shorten(text, limit: int = 60) -> str:
+    """A name from a user's file as plain text when it is short and printable, else its cut
+    ``repr`` (see :func:`excerpt`)."""
+    text = str(text)
+    if len(text) <= limit and text.isprintable():
+        return text
+    return excerpt(text, limit)
+
+
+def excerpt(value, limit: int = 40) -> str:
+    """``repr`` of a value from a user's file, cut to about ``limit`` characters (messages stay
+    one short line whatever the file holds)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = f" ({len(value)} characters)" if isinstance(value, (str, bytes)) else ""
+    return text[:limit] + "..." + length
 
 
 class BuildingsError(Exception):
@@ -59,6 +81,11 @@ class DatasetNotFoundError(BuildingsError, FileNotFoundError):
 
 class CheckpointError(BuildingsError, ValueError):
     """A checkpoint that cannot serve here: missing, not a Keras model, or the wrong kind of model."""
+
+
+class OutputError(BuildingsError, OSError):
+    """An output that could not be written (full disk, permissions, ...): names the path and the
+    operating system's reason. Nothing half-written is left behind (``buildings.files``)."""
 
 
 class RunDirError(BuildingsError, ValueError):

@@ -126,7 +126,7 @@ class Task:
         """float32 probabilities from (..., C) logits: sigmoid for one logit, softmax for N."""
         logits = np.asarray(logits, np.float32)
         if self.binary:
-            return 1.0 / (1.0 + np.exp(-logits))
+            return 0.5 + 0.5 * np.tanh(0.5 * logits)  # the sigmoid, without overflow for any logit
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         return shifted / shifted.sum(-1, keepdims=True)
 

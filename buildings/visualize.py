@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from buildings.files import write_bytes
 from buildings.task import IGNORE_INDEX
 
 __all__ = ["PALETTE", "outline", "overlay_labels", "overlay_mask", "put_label", "write_grid_png"]
@@ -57,12 +58,7 @@ def write_grid_png(out, tiles: list[np.ndarray], *, columns: int = 4) -> Path:
     for k, shown in enumerate(tiles):
         r, c = divmod(k, columns)
         grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = shown
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding failed")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(png.tobytes())
-    tmp.replace(out)
-    return out
+    return write_bytes(out, png.tobytes())

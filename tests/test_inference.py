@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import raw_mask_lines
+from conftest import raw_mask_lines, score_back
 
 from buildings.cli import main
 from buildings.errors import CheckpointError, ImageReadError
@@ -153,6 +153,7 @@ def test_submission_in_order_and_nothing_left_on_error(tiny_model, tmp_path):
     assert report.names == ["t0.jpg", "t1.jpg", "t2.jpg"]
     assert [n for n, _ in raw_mask_lines(tmp_path / "sub.csv")] == report.names
     rows = read_submission(tmp_path / "sub.csv", shape=(64, 64))
+    assert score_back(tmp_path / "sub.csv", (64, 64))["n_images"] == 3
     assert report.empty == sum(1 for rle in rows.values() if not rle)
     assert report.class_pixels[1] == sum(int(decode_rle(rle, (64, 64)).sum()) for rle in rows.values())
     for name, rle in rows.items():

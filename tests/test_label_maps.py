@@ -157,7 +157,7 @@ def test_result_writer_is_atomic_and_refuses_bad_predictions(tmp_path):
             result.add("T1.jpg", np.zeros((8, 8), np.uint8))
             result.add("T2.jpg", np.full((8, 8), 5, np.uint8))
     assert list(tmp_path.iterdir()) == []  # nothing half-written
-    with pytest.raises(LabelMapError, match="give the result name 'T1.png'"):
+    with pytest.raises(LabelMapError, match="test images 'T1.jpg' and 'T1.jpeg' would both be written as 'T1.png'"):
         with ResultZipWriter(out, num_classes=4) as result:
             result.add("T1.jpg", np.zeros((8, 8), np.uint8))
             result.add("T1.jpeg", np.zeros((8, 8), np.uint8))

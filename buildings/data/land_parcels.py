@@ -162,6 +162,7 @@ def contest_to_folders(manual_dir, out, *, shape=(512, 512)) -> dict[str, Path]:
     (and ``lab_testA/`` from ``test_a_mask.csv`` when present, for local scoring). JPEG bytes are
     copied as they are. Used to check that the multi-class path matches the binary one."""
     from buildings.data.contest import open_contest
+    from buildings.files import write_bytes
     from buildings.formats.label_maps import encode_label_png
     from buildings.formats.rle import decode_rle
     from buildings.formats.submission import read_submission
@@ -172,14 +173,14 @@ def contest_to_folders(manual_dir, out, *, shape=(512, 512)) -> dict[str, Path]:
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     for item in download.examples("train"):
-        (folders["img_train"] / item.name).write_bytes(item.image_bytes)
-        (folders["lab_train"] / f"{Path(item.name).stem}.png").write_bytes(encode_label_png(item.mask))
+        write_bytes(folders["img_train"] / item.name, item.image_bytes)
+        write_bytes(folders["lab_train"] / f"{Path(item.name).stem}.png", encode_label_png(item.mask))
     for item in download.examples("test"):
-        (folders["img_testA"] / item.name).write_bytes(item.image_bytes)
+        write_bytes(folders["img_testA"] / item.name, item.image_bytes)
     truth = Path(manual_dir) / "test_a_mask.csv"
     if truth.is_file():
         for name, rle in read_submission(truth, shape=shape).items():
-            (folders["lab_testA"] / f"{Path(name).stem}.png").write_bytes(encode_label_png(decode_rle(rle, shape)))
+            write_bytes(folders["lab_testA"] / f"{Path(name).stem}.png", encode_label_png(decode_rle(rle, shape)))
     else:
         folders.pop("lab_testA").rmdir()
     return folders

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from buildings.errors import ConfigError
+from buildings.files import write_bytes
 from buildings.formats.rle import encode_rle
 from buildings.formats.submission import write_submission
 
@@ -176,8 +177,8 @@ def write_synthetic_parcels(out, n: int = 32, *, num_classes: int = 4, seed: int
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         assert ok
         images, truth = ("img_train", "lab_train") if index < n - n_test else ("img_testA", "lab_testA")
-        (folders[images] / f"{stem}.jpg").write_bytes(jpeg.tobytes())
-        (folders[truth] / f"{stem}.png").write_bytes(encode_label_png(labels))
+        write_bytes(folders[images] / f"{stem}.jpg", jpeg.tobytes())
+        write_bytes(folders[truth] / f"{stem}.png", encode_label_png(labels))
     return folders
 
 
@@ -186,9 +187,7 @@ def _zip_images(path: Path, folder: str, images: dict[str, bytes]) -> None:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for name, data in images.items():
             archive.writestr(f"{folder}/{name}", data)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    write_bytes(path, buffer.getvalue())
 
 
 def write_synthetic_contest(out, n: int = 64, *, seed: int = 0, size: int = 512, test_fraction: float = 0.25,
@@ -219,7 +218,7 @@ def write_synthetic_contest(out, n: int = 64, *, seed: int = 0, size: int = 512,
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("train_mask.csv", csv_text)
-    paths["train_mask.csv.zip"].write_bytes(buffer.getvalue())
+    write_bytes(paths["train_mask.csv.zip"], buffer.getvalue())
     write_submission(paths["test_a_samplesubmit.csv"], {name: "1 1" for name in test_images})
     write_submission(paths["test_a_mask.csv"], test_masks)
     return paths

@@ -1,8 +1,9 @@
 """Reading images: one decoder and one reader of image collections for the whole project.
 
 * :func:`decode_image`: encoded bytes → RGB uint8 (grayscale, RGBA, palette and 16-bit images are
-  converted), with an optional strict check for downloads (a JPEG must end with its end-of-image
-  marker, the image must have the expected size).
+  converted). JPEGs are decoded by libjpeg-turbo through ``simplejpeg`` in strict mode, where every
+  libjpeg warning is an error: a JPEG whose entropy-coded data is damaged decodes with OpenCV into
+  garbage pixels and a "Corrupt JPEG data" line on stderr, here it is refused naming the file.
 * :class:`ImageArchive`: the images of a folder (recursive), a zip (any sub-folder) or a single
   file, by base name, in sorted order, read lazily. The contest readers, ``buildings predict
   --images``, ``check-result`` and the label-map scorer all go through it.
@@ -10,35 +11,46 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from buildings.errors import DataError, ImageReadError
+from buildings.formats.archives import open_zip, read_member
 
 __all__ = ["IMAGE_SUFFIXES", "ImageArchive", "decode_image", "iter_images"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 
-def decode_image(data: bytes, where: str, *, strict: bool = False, shape: tuple[int, int] | None = None) -> np.ndarray:
+def decode_image(data: bytes, where: str, *, shape: tuple[int, int] | None = None, strict: bool = True) -> np.ndarray:
     """RGB uint8 (H, W, 3) from encoded bytes; :class:`ImageReadError` naming ``where`` otherwise.
 
-    ``strict``: a JPEG must be complete (end-of-image marker present). ``shape``: (height, width)
-    the image must have.
+    ``strict`` (default): a JPEG with any libjpeg warning (truncated, damaged scan data) is refused.
+    ``shape``: (height, width) the image must have.
     """
-    if strict and data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ImageReadError(f"{where}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if not len(data):
+        raise ImageReadError(f"{where}: empty file (0 bytes)")
+    image = None
+    if strict and bytes(data[:3]) == b"\xff\xd8\xff":
+        try:
+            image = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+        except ValueError as err:
+            reason = str(err).strip()[:120]
+            kind = "truncated" if "Premature end" in reason else "corrupt"
+            raise ImageReadError(f"{where}: {kind} JPEG ({reason})") from None
     if image is None:
-        raise ImageReadError(f"{where}: not a decodable image ({len(data)} bytes)")
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise ImageReadError(f"{where}: not a decodable image ({len(data)} bytes)")
+        image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     if shape is not None and image.shape[:2] != tuple(shape):
         raise ImageReadError(f"{where}: image is {image.shape[1]}x{image.shape[0]} (WxH), "
                              f"expected {shape[1]}x{shape[0]}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 class ImageArchive:
@@ -56,7 +68,7 @@ class ImageArchive:
 
     def __init__(self, location, *, within: str | None = None, suffixes=IMAGE_SUFFIXES):
         self.location = Path(location)
-        self._zip: zipfile.ZipFile | None = None
+        self._zip = None  # a zipfile.ZipFile when the location is a zip
         if not self.location.exists():
             raise ImageReadError(f"{self.location}: no such image, folder or zip")
         wanted = (lambda name: True) if suffixes is None else (lambda name: name.lower().endswith(tuple(suffixes)))
@@ -64,10 +76,7 @@ class ImageArchive:
             found = [(p.name, p) for p in sorted(self.location.rglob("*"))
                      if p.is_file() and wanted(p.name) and (within is None or p.parent.name == within)]
         elif self.location.suffix.lower() == ".zip":
-            try:
-                self._zip = zipfile.ZipFile(self.location)
-            except (zipfile.BadZipFile, OSError) as err:
-                raise DataError(f"{self.location}: not a readable zip file ({err})") from None
+            self._zip = open_zip(self.location)
             found = [(Path(m).name, m) for m in sorted(self._zip.namelist())
                      if not m.endswith("/") and "__MACOSX" not in m and wanted(m)
                      and (within is None or Path(m).parent.name == within)]
@@ -90,7 +99,7 @@ class ImageArchive:
         """The encoded bytes of image ``name``."""
         where = self._paths[name]
         if self._zip is not None:
-            return self._zip.read(where)
+            return read_member(self._zip, where, self.location)
         return Path(where).read_bytes()
 
     def describe(self, name: str) -> str:

@@ -16,8 +16,7 @@ contest).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from buildings.errors import BuildingsError, LabelMapError
+from buildings.errors import BuildingsError, LabelMapError, OutputError
+from buildings.files import atomic_path, os_error_message
+from buildings.formats.archives import open_zip, read_member
 from buildings.formats.images import ImageArchive
 from buildings.task import IGNORE_INDEX
 
@@ -98,7 +99,8 @@ def result_name(image_name: str) -> str:
 
 class ResultZipWriter:
     """Writes ``result.zip`` one label map at a time, atomically: the zip is built under a temporary
-    name beside ``path`` and renamed only when the ``with`` block ends without error.
+    name beside ``path`` (``buildings.files.atomic_path``) and renamed only when the ``with`` block
+    ends without error; on error, or an operating-system failure, nothing is left.
 
         with ResultZipWriter("result.zip", num_classes=4) as result:
             result.add("T000123.jpg", labels)
@@ -110,37 +112,31 @@ class ResultZipWriter:
         self.names: list[str] = []
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        os.close(handle)
-        self._temporary = Path(temporary)
-        self._zip = zipfile.ZipFile(self._temporary, "w", compression=zipfile.ZIP_DEFLATED)
-        self._seen: set[str] = set()
+        self._stack = contextlib.ExitStack()
+        try:
+            temporary = self._stack.enter_context(atomic_path(self.path))
+            self._zip = self._stack.enter_context(zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED))
+        except BaseException:
+            self._stack.close()
+            raise
+        self._seen: dict[str, str] = {}
         return self
 
     def add(self, image_name: str, labels: np.ndarray) -> None:
         member = result_name(image_name)
         if member in self._seen:
-            raise LabelMapError(f"two test images give the result name {member!r} (e.g. {image_name!r})")
+            raise LabelMapError(f"test images {self._seen[member]!r} and {image_name!r} would both be written "
+                                f"as {member!r}")
         check_labels(labels, self.num_classes, f"prediction for {image_name}", allow_ignore=False)
-        self._zip.writestr(member, encode_label_png(labels))
-        self._seen.add(member)
+        try:
+            self._zip.writestr(member, encode_label_png(labels))
+        except OSError as err:
+            raise OutputError(os_error_message(err, self.path)) from None
+        self._seen[member] = image_name
         self.names.append(member)
 
     def __exit__(self, kind, value, traceback):
-        self._zip.close()
-        if kind is None:
-            os.chmod(self._temporary, 0o666 & ~_umask())
-            os.replace(self._temporary, self.path)
-        else:
-            self._temporary.unlink(missing_ok=True)
-        return False
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        return self._stack.__exit__(kind, value, traceback)
 
 
 def iter_label_maps(source) -> Iterator[tuple[str, str, bytes]]:
@@ -163,7 +159,7 @@ def is_label_map_source(path) -> bool:
     if path.is_dir():
         return True
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path, LabelMapError) as archive:
             return any(m.lower().endswith(".png") for m in archive.namelist())
     return False
 
@@ -183,7 +179,7 @@ def check_result_zip(path, images: Mapping[str, tuple[int, int]], num_classes: i
     if path.suffix.lower() != ".zip" or not path.is_file():
         raise LabelMapError(f"{path}: not a zip file")
     expected = {result_name(name): shape for name, shape in images.items()}
-    with zipfile.ZipFile(path) as archive:
+    with open_zip(path, LabelMapError) as archive:
         members = [m for m in archive.namelist() if not m.endswith("/")]
         nested = [m for m in members if "/" in m]
         if nested:
@@ -202,7 +198,7 @@ def check_result_zip(path, images: Mapping[str, tuple[int, int]], num_classes: i
         counts = np.zeros(num_classes, np.int64)
         for member in members:
             where = f"{path}:{member}"
-            data = archive.read(member)
+            data = read_member(archive, member, path, LabelMapError)
             labels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if labels is None or not data.startswith(b"\x89PNG"):
                 raise LabelMapError(f"{where}: not a PNG")

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from buildings.errors import RLEError
+from buildings.errors import RLEError, excerpt
 
-__all__ = ["decode_rle", "encode_rle", "validate_rle", "DEFAULT_SHAPE"]
+__all__ = ["DEFAULT_SHAPE", "MAX_PIXELS", "decode_rle", "encode_rle", "validate_rle"]
 
 DEFAULT_SHAPE = (512, 512)
+# The largest mask decoded (16384 x 16384): a mask is one byte a pixel, and scoring holds a few at
+# once; a mistyped shape such as 100000x100000 would otherwise exhaust memory with no message.
+MAX_PIXELS = 2**28
 
 _DIGITS_AND_SPACE = b"0123456789 "
 
@@ -32,9 +35,12 @@ def _shape_pixels(shape) -> int:
     try:
         height, width = (int(v) for v in shape)
     except (TypeError, ValueError):
-        raise RLEError(f"shape must be (height, width), got {shape!r}") from None
+        raise RLEError(f"shape must be (height, width), got {excerpt(shape)}") from None
     if height < 1 or width < 1:
-        raise RLEError(f"shape must be positive, got {shape!r}")
+        raise RLEError(f"shape must be positive, got {height}x{width}")
+    if height * width > MAX_PIXELS:
+        raise RLEError(f"shape {height}x{width} is {height * width:,} pixels, more than the {MAX_PIXELS:,} "
+                       "(16384x16384) a mask may have")
     return height * width
 
 
@@ -43,18 +49,18 @@ def _bad_token_error(text: str) -> RLEError:
     for index, token in enumerate(text.split(), start=1):
         if not (token.isascii() and token.isdigit()):
             return RLEError(
-                f"RLE token {index} ({token!r}) is not a whole number: RLE text is "
+                f"RLE token {index} ({excerpt(token, 30)}) is not a whole number: RLE text is "
                 "'start length' pairs of positive integers separated by spaces"
             )
     return RLEError(
-        f"RLE tokens must be separated by spaces (found a tab or line break): {text[:60]!r}"
+        f"RLE tokens must be separated by spaces (found a tab or line break): {excerpt(text)}"
     )
 
 
 def _parse_runs(text: str, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Parse and validate ``text``; return 0-based starts and lengths (int64 arrays)."""
     if not isinstance(text, str):
-        raise RLEError(f"RLE must be a string, got {type(text).__name__}: {text!r}")
+        raise RLEError(f"RLE must be a string, got {type(text).__name__}: {excerpt(text)}")
     try:
         stray = text.encode("ascii").translate(None, _DIGITS_AND_SPACE)
     except UnicodeEncodeError:
@@ -65,7 +71,7 @@ def _parse_runs(text: str, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     if values.size % 2:
         last = text.split()[-1]
         raise RLEError(
-            f"RLE has an odd number of tokens ({values.size}): the last start ({last!r}) has no length"
+            f"RLE has an odd number of tokens ({values.size}): the last start ({excerpt(last, 30)}) has no length"
         )
     starts = values[0::2]
     lengths = values[1::2]
@@ -86,7 +92,7 @@ def _raise_run_error(text: str, starts: np.ndarray, lengths: np.ndarray, n_pixel
     """Raise the error for the first bad run (``starts`` 1-based here); tokens quoted as written."""
     tokens = text.split()
     for run, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
-        where = f"run {run + 1} (tokens {2 * run + 1}-{2 * run + 2}: {tokens[2 * run]!r} {tokens[2 * run + 1]!r})"
+        where = f"run {run + 1} (tokens {2 * run + 1}-{2 * run + 2}: {excerpt(tokens[2 * run], 30)} {excerpt(tokens[2 * run + 1], 30)})"
         if start < 1:
             raise RLEError(f"RLE {where}: start {start} is below 1 (starts are 1-indexed)")
         if length < 1:

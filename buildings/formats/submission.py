@@ -10,18 +10,19 @@ atomic (a temporary file beside the target, renamed over it once complete).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import os
-import tempfile
-import zipfile
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from buildings.errors import RLEError, SubmissionError
+from buildings.errors import RLEError, SubmissionError, excerpt, shorten
+from buildings.files import atomic_path
+from buildings.formats.archives import open_zip, read_member
 from buildings.formats.rle import DEFAULT_SHAPE, decode_rle, validate_rle
 
 __all__ = [
@@ -39,17 +40,41 @@ __all__ = [
 def _open_text(path: Path) -> str:
     """Text of a CSV, or of the single ``.csv`` inside a ``.zip`` (as ``train_mask.csv.zip``)."""
     if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path, SubmissionError) as archive:
             members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
             if len(members) != 1:
-                raise SubmissionError(f"{path}: expected exactly one .csv inside, found {members}")
-            raw = archive.read(members[0])
+                raise SubmissionError(f"{path}: expected exactly one .csv inside, found "
+                                      f"{len(members)}: {excerpt(members, 80)}")
+            raw = read_member(archive, members[0], path, SubmissionError)
+            where = f"{path}:{members[0]}"
     else:
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise SubmissionError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise SubmissionError(f"{path}: a folder, not a name<TAB>rle file") from None
+        where = str(path)
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise SubmissionError(f"{where}: binary data (a NUL byte at offset {nul}), not a name<TAB>rle text file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise SubmissionError(f"{path}: not UTF-8 text ({err})") from None
+        raise SubmissionError(f"{where}: not UTF-8 text (byte {err.start}: {excerpt(raw[err.start:err.start + 4])})") \
+            from None
+
+
+@contextlib.contextmanager
+def _fields_of_any_length():
+    """Let ``csv`` read fields of any length for a while: a valid RLE of a noisy 512x512 mask runs
+    to 1.2 million characters, past csv's default limit of 131,072."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 _HEADER_NAMES = {"name", "image", "imageid", "image_id", "img", "id", "filename", "file"}
@@ -73,42 +98,48 @@ def read_submission(path, *, shape=None) -> dict[str, str]:
     rows: dict[str, str] = {}
     first_line: dict[str, int] = {}
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quotechar='"')
-    for fields in reader:
-        line = reader.line_num
-        fields = [f.strip() for f in fields]
-        if len(fields) == 1 and "\t" in fields[0]:  # a whole line quoted: "name<TAB>rle"
-            fields = [f.strip().strip('"') for f in fields[0].split("\t")]
-        elif len(fields) == 1 and "," in fields[0]:  # comma-separated by mistake
-            fields = [f.strip().strip('"') for f in fields[0].split(",", 1)]
-        while len(fields) > 2 and fields[-1] == "":  # trailing tabs
-            fields.pop()
-        if not fields or fields == [""]:
-            continue
-        if len(fields) > 2:
-            raise SubmissionError(
-                f"{path}:{line}: expected 'name<TAB>rle', found {len(fields)} fields: {fields[:4]}"
-            )
-        name = fields[0]
-        rle = fields[1] if len(fields) == 2 else ""
-        if not rows and not first_line and _is_header(name, rle):
-            first_line["<header>"] = line
-            continue
-        if not name:
-            raise SubmissionError(f"{path}:{line}: empty image name")
-        if len(fields) == 1 and any(ch.isspace() for ch in name):
-            raise SubmissionError(f"{path}:{line}: no tab between name and RLE in {name[:60]!r}")
-        if name in rows:
-            raise SubmissionError(
-                f"{path}:{line}: image {name!r} appears again (first on line {first_line[name]})"
-            )
-        if shape is not None:
-            try:
-                validate_rle(rle, shape)
-            except RLEError as err:
-                raise SubmissionError(f"{path}:{line}: {name}: {err}") from None
-        rows[name] = rle
-        first_line[name] = line
+    with _fields_of_any_length():
+        end = 0
+        for fields in reader:
+            line, end = end + 1, reader.line_num  # the record spans lines line..end
+            if any("\n" in f or "\r" in f for f in fields):
+                raise SubmissionError(f"{path}:{line}: a quote (\") opens a field that does not close on "
+                                      "this line")
+            _read_row(path, line, fields, rows, first_line, shape)
     return rows
+
+
+def _read_row(path, line: int, fields: list[str], rows: dict, first_line: dict, shape) -> None:
+    fields = [f.strip() for f in fields]
+    if len(fields) == 1 and "\t" in fields[0]:  # a whole line quoted: "name<TAB>rle"
+        fields = [f.strip().strip('"') for f in fields[0].split("\t")]
+    elif len(fields) == 1 and "," in fields[0]:  # comma-separated by mistake
+        fields = [f.strip().strip('"') for f in fields[0].split(",", 1)]
+    while len(fields) > 2 and fields[-1] == "":  # trailing tabs
+        fields.pop()
+    if not fields or fields == [""]:
+        return
+    if len(fields) > 2:
+        raise SubmissionError(f"{path}:{line}: expected 'name<TAB>rle', found {len(fields)} fields: "
+                              f"{excerpt(fields[:3], 80)}")
+    name = fields[0]
+    rle = fields[1] if len(fields) == 2 else ""
+    if not rows and not first_line and _is_header(name, rle):
+        first_line["<header>"] = line
+        return
+    if not name:
+        raise SubmissionError(f"{path}:{line}: empty image name")
+    if len(fields) == 1 and any(ch.isspace() for ch in name):
+        raise SubmissionError(f"{path}:{line}: no tab between name and RLE in {excerpt(name)}")
+    if name in rows:
+        raise SubmissionError(f"{path}:{line}: image {shorten(name)!r} appears again (first on line {first_line[name]})")
+    if shape is not None:
+        try:
+            validate_rle(rle, shape)
+        except RLEError as err:
+            raise SubmissionError(f"{path}:{line}: {shorten(name)}: {err}") from None
+    rows[name] = rle
+    first_line[name] = line
 
 
 def write_submission(path, rows, *, shape=None) -> Path:
@@ -133,19 +164,9 @@ def write_submission(path, rows, *, shape=None) -> Path:
                 raise SubmissionError(f"row {index}: {name}: {err}") from None
         elif not isinstance(rle, str):
             raise SubmissionError(f"row {index}: {name}: RLE must be a string, got {rle!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            for name, rle in items:
-                out.write(f"{name}\t{rle}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8", newline="\n") as out:
+        for name, rle in items:
+            out.write(f"{name}\t{rle}\n")
     return path
 
 

@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from buildings.errors import ImageReadError
+from buildings.errors import DataError, ImageReadError
 from buildings.inference.postprocess import Postprocess
 from buildings.inference.predictor import Predictor
 from buildings.inference.writers import open_writers
@@ -40,20 +40,46 @@ class PredictionReport:
         return f"{len(self.names)} images; predicted class shares % {shares}"
 
 
+def _check_names(names: list[str], writers: list) -> None:
+    """Refuse inputs named twice, and inputs whose outputs would share a file name."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if name in seen:
+            raise ImageReadError(f"two input images are named {name!r}")
+        seen[name] = name
+    for writer in writers:
+        outputs: dict[str, str] = {}
+        for name in names:
+            output = writer.output_name(name)
+            if output in outputs:
+                raise DataError(f"images {outputs[output]!r} and {name!r} would both be written as {output!r}")
+            outputs[output] = name
+
+
 def write_predictions(predictor: Predictor, items: Iterable, out=None, *, postprocess: Postprocess | None = None,
                       save_masks=None, save_overlays=None, output_format: str = "auto",
+                      data_task: Task | None = None,
                       progress: Callable[[int], None] | None = None) -> PredictionReport:
     """Predict ``items`` ((name, loader) pairs, e.g. ``formats.images.iter_images`` or
     ``data.splits.split_items``) and write the submission ``out`` (RLE file or result.zip, see
     ``writers.open_writers``) plus optional mask / overlay PNG folders.
 
+    ``data_task``: the task of the dataset the items come from; a model of another task (a 4-class
+    model on the binary test split) is refused before anything is predicted. When ``items`` is a
+    list, two images whose outputs would share a name (``a.jpg`` and ``a.png`` with mask PNGs) are
+    refused up front too.
+
     Nothing is left behind on error: every output is staged and moved into place only after the
     last image has been predicted and written.
     """
     task = predictor.task
+    if data_task is not None:
+        task.check_same(data_task, "the model", "the dataset")
     postprocess = (postprocess or Postprocess()).check(task)
     writers = open_writers(task, out, output_format=output_format, save_masks=save_masks,
                            save_overlays=save_overlays)
+    if isinstance(items, Sequence):
+        _check_names([name for name, _ in items], writers)
     report = PredictionReport(task=task, class_pixels=[0] * task.score_classes)
     seen: set[str] = set()
     with contextlib.ExitStack() as stack:

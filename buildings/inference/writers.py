@@ -13,15 +13,16 @@ interrupted prediction leaves nothing that looks like output.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from buildings.errors import ConfigError
-from buildings.formats.label_maps import ResultZipWriter
+from buildings.errors import ConfigError, DataError, OutputError
+from buildings.files import TEMP_MARK, fsync_path, os_error_message, remove_stale_temporaries
+from buildings.formats.label_maps import ResultZipWriter, result_name
 from buildings.formats.rle import encode_rle
 from buildings.formats.submission import write_submission
 from buildings.task import Task
@@ -38,6 +39,9 @@ class SubmissionFile:
 
     def __enter__(self):
         return self
+
+    def output_name(self, name: str) -> str:
+        return name
 
     def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
         self.rows[name] = encode_rle(mask)
@@ -61,6 +65,9 @@ class ResultZip:
         self._writer.__enter__()
         return self
 
+    def output_name(self, name: str) -> str:
+        return result_name(name)
+
     def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
         self._writer.add(name, mask)
 
@@ -69,32 +76,54 @@ class ResultZip:
 
 
 class _PngFolder:
-    """PNGs named ``<image stem>.png`` staged in a hidden folder beside ``folder``, moved in at the end."""
+    """PNGs named ``<image stem>.png``, staged in a hidden folder beside ``folder`` and moved in
+    (each file replaced atomically) when the block ends without error. Two images that would give
+    the same PNG name (``a.jpg`` and ``a.png``) are refused, naming both."""
 
     def __init__(self, folder, task: Task):
         self.folder = Path(folder)
         self.task = task
+        self._names: dict[str, str] = {}
+
+    def output_name(self, name: str) -> str:
+        return f"{Path(name).stem}.png"
 
     def __enter__(self):
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}-", dir=self.folder.parent))
+        try:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.folder)
+            self._staging = self.folder.parent / f".{self.folder.name}{TEMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+            self._staging.mkdir()
+        except OSError as err:
+            raise OutputError(os_error_message(err, self.folder)) from None
         return self
 
     def picture(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
+        output = self.output_name(name)
+        if output in self._names:
+            raise DataError(f"images {self._names[output]!r} and {name!r} would both be written as "
+                            f"{self.folder / output}")
+        self._names[output] = name
         ok, data = cv2.imencode(".png", self.picture(image, mask))
         if not ok:  # pragma: no cover - cv2 fails only on invalid arrays
             raise RuntimeError(f"PNG encoding failed for {name}")
-        (self._staging / f"{Path(name).stem}.png").write_bytes(data.tobytes())
+        try:
+            (self._staging / output).write_bytes(data.tobytes())
+        except OSError as err:
+            raise OutputError(os_error_message(err, self.folder / output)) from None
 
     def __exit__(self, kind, value, traceback):
         try:
             if kind is None:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 for file in sorted(self._staging.iterdir()):
+                    fsync_path(file)
                     os.replace(file, self.folder / file.name)
+        except OSError as err:
+            raise OutputError(os_error_message(err, self.folder)) from None
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
         return False

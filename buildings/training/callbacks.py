@@ -47,3 +47,18 @@ class TimeBudget(keras.callbacks.Callback):
         now = time.perf_counter()
         if now - self.start + (now - self.epoch_start) > self.seconds:
             self.model.stop_training = True
+
+
+class EpochCommit(keras.callbacks.Callback):
+    """Commits each finished epoch to the run directory (history row, last / best checkpoints,
+    backup weights, state; see ``run_dir.RunDirectory.commit_epoch``). Runs last, so the logs it
+    writes hold what every other callback added."""
+
+    def __init__(self, run, *, phase: int, monitor: str):
+        super().__init__()
+        self.run = run
+        self.phase = phase
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.commit_epoch(self.model, epoch=epoch, phase=self.phase, logs=dict(logs or {}), monitor=self.monitor)

@@ -2,27 +2,43 @@
 
     runs/<model>-<YYYYmmdd-HHMMSS>[-N]/
       config.json   every option, package versions, backend, device, git commit, command
-      history.csv   one row per epoch (losses, metrics, learning rate, images/s)
+      history.csv   one row per finished epoch (losses, metrics, learning rate, images/s)
       best.keras    the checkpoint with the best monitored validation score; last.keras the latest
       summary.json  best score, its epoch, wall time, throughput
-      backup/       Keras BackupAndRestore state, one folder per training phase (``--resume``)
+      backup/       state.json + the weights (model and optimizer) of the last two finished epochs
 
 New directories are created exclusively: two runs started in the same second get ``-2``, ``-3``...
 rather than sharing one.
+
+**An epoch is finished when ``backup/state.json`` says so.** At the end of each epoch
+(:meth:`RunDirectory.commit_epoch`) the files are written in this order, each to a temporary that is
+flushed and renamed (``buildings.files``): history.csv, last.keras, the best checkpoint if the
+epoch improved it (kept aside in backup/ as pending), the epoch's weights, then state.json — the
+commit point — and finally the pending best checkpoint is renamed to best.keras and weights older
+than the previous epoch's are deleted. A ``kill -9`` at any instant leaves the previous commit
+whole: :meth:`RunDirectory.recover` reads state.json, completes or discards a pending best
+checkpoint, drops history rows the state does not cover, and falls back to the previous epoch's
+weights if the latest cannot be read.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import platform
 import subprocess
 import sys
 import time
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from buildings.errors import RunDirError
+from buildings.files import atomic_path, os_error_message, write_text
 
-__all__ = ["RunDirectory", "package_versions", "git_commit"]
+__all__ = ["BackupState", "RunDirectory", "git_commit", "package_versions"]
 
 
 def package_versions() -> dict:
@@ -52,9 +68,7 @@ def git_commit() -> str | None:
 
 def write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` as JSON, atomically (temporary file renamed over the target)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 class RunDirectory:
@@ -124,22 +138,123 @@ class RunDirectory:
         write_json(self.summary_path, summary)
         return summary
 
+    def reset(self) -> None:
+        """Forget the epochs of an earlier attempt in this folder (a new run started here)."""
+        import shutil
+
+        for path in (self.history_path, self.summary_path, self.best_path, self.last_path):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+    # -- epochs: commit and recovery -----------------------------------------------------------
+    state_path = property(lambda self: self.backup_dir / "state.json")
+
+    def read_state(self) -> BackupState | None:
+        """The last committed epoch, or None before the first."""
+        if not self.state_path.exists():
+            return None
+        try:
+            return BackupState.from_dict(json.loads(self.state_path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise RunDirError(f"{self.state_path}: unreadable backup state ({err})") from None
+
+    def commit_epoch(self, model, *, epoch: int, phase: int, logs: dict, monitor: str) -> BackupState:
+        """Write everything of finished ``epoch`` (0-based) in commit order (module docstring)."""
+        previous = self.read_state()
+        self._write_history(epoch, logs)
+        with atomic_path(self.last_path, suffix=".keras") as temporary:
+            model.save(temporary)
+        best, best_epoch = (previous.best, previous.best_epoch) if previous else (None, None)
+        value = logs.get(monitor)
+        pending = None
+        if value is not None and value == value and (best is None or value > best):  # value == value: not NaN
+            best, best_epoch = float(value), epoch
+            pending = self._pending_best(epoch)
+            with atomic_path(pending, suffix=".keras") as temporary:
+                model.save(temporary)
+        weights = f"epoch-{epoch + 1:04d}.weights.h5"
+        with atomic_path(self.backup_dir / weights, suffix=".weights.h5") as temporary:
+            model.save_weights(temporary)
+        state = BackupState(epoch=epoch + 1, phase=phase, weights=weights, best=best, best_epoch=best_epoch,
+                            previous=previous.without_previous() if previous else None)
+        write_text(self.state_path, json.dumps(state.as_dict(), indent=2) + "\n")  # the commit point
+        self._finish(state)
+        return state
+
+    def recover(self) -> BackupState | None:
+        """Bring the run directory back to its last committed epoch after a crash or ``kill -9``;
+        returns that state (None: no epoch finished yet)."""
+        state = self.read_state()
+        if state is not None:
+            if not _readable_weights(self.backup_dir / state.weights) and state.previous is not None \
+                    and _readable_weights(self.backup_dir / state.previous.weights):
+                state = BackupState(**{**asdict(state.previous), "best": state.best, "best_epoch": state.best_epoch})
+                write_text(self.state_path, json.dumps(state.as_dict(), indent=2) + "\n")
+            elif not _readable_weights(self.backup_dir / state.weights):
+                raise RunDirError(f"{self.backup_dir / state.weights}: the backup weights cannot be read and there "
+                                  "is no earlier backup to fall back to")
+            self._finish(state)
+        else:
+            for pending in self.backup_dir.glob("best-epoch-*.keras"):
+                pending.unlink()
+        self.truncate_history(state.epoch if state else 0)
+        return state
+
+    def _pending_best(self, epoch: int) -> Path:
+        return self.backup_dir / f"best-epoch-{epoch:04d}.keras"
+
+    def _finish(self, state: BackupState) -> None:
+        """After a commit: the pending best checkpoint of the committed epoch becomes best.keras,
+        other pending ones and weights older than the previous epoch's go."""
+        try:
+            pending = self._pending_best(state.best_epoch) if state.best_epoch is not None else None
+            if pending is not None and pending.exists():
+                os.replace(pending, self.best_path)
+            for stale in self.backup_dir.glob("best-epoch-*.keras"):
+                stale.unlink()
+            keep = {state.weights, state.previous.weights if state.previous else None}
+            for old in self.backup_dir.glob("epoch-*.weights.h5"):
+                if old.name not in keep:
+                    old.unlink()
+        except OSError as err:
+            raise RunDirError(os_error_message(err)) from None
+
     def finished_epochs(self) -> int:
-        """Epochs finished according to BackupAndRestore's state (one folder per training phase)."""
-        epochs = [int(json.loads(meta.read_text())["epoch"])
-                  for meta in self.backup_dir.glob("phase*/training_metadata.json")]
-        return max(epochs, default=0)
+        state = self.read_state()
+        return state.epoch if state else 0
+
+    def _history_rows(self) -> tuple[list[str], list[dict]]:
+        if not self.history_path.exists():
+            return [], []
+        reader = csv.DictReader(io.StringIO(self.history_path.read_text()))
+        rows = []
+        for row in reader:
+            try:
+                row["epoch"] = int(row["epoch"])
+            except (KeyError, TypeError, ValueError):
+                continue  # a torn row (cannot happen with atomic writes, but costs nothing)
+            rows.append(row)
+        return list(reader.fieldnames or []), rows
+
+    def _write_history(self, epoch: int, logs: dict) -> None:
+        fields, rows = self._history_rows()
+        rows = [row for row in rows if row["epoch"] < epoch] + [{"epoch": epoch, **logs}]
+        fields = ["epoch"] + sorted({*[f for f in fields if f != "epoch"], *logs})
+        self._write_rows(fields, rows)
+
+    def _write_rows(self, fields: list[str], rows: list[dict]) -> None:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.history_path, out.getvalue())
 
     def truncate_history(self, first_epoch: int) -> None:
         """Drop history rows of epochs >= ``first_epoch`` (written before a kill, to be redone)."""
-        path = self.history_path
-        if not path.exists():
-            return
-        lines = path.read_text().splitlines()
-        if not lines:
-            return
-        kept = [lines[0]] + [row for row in lines[1:] if row and int(row.split(",")[0]) < first_epoch]
-        path.write_text("\n".join(kept) + "\n")
+        fields, rows = self._history_rows()
+        kept = [row for row in rows if row["epoch"] < first_epoch]
+        if fields and len(kept) != len(rows):
+            self._write_rows(fields, kept)
 
     def history(self):
         """history.csv as a pandas DataFrame (empty when there is none yet)."""
@@ -149,8 +264,43 @@ class RunDirectory:
             return pd.DataFrame()
         return pd.read_csv(self.history_path)
 
-    def best_so_far(self, monitor: str) -> float | None:
-        history = self.history()
-        if monitor in history and len(history):
-            return float(history[monitor].max())
-        return None
+
+
+@dataclass(frozen=True)
+class BackupState:
+    """``backup/state.json``: ``epoch`` epochs are finished, in training phase ``phase``, their
+    weights (model and optimizer) in ``weights``; the best monitored value and its epoch; the
+    state before (whose weights are kept as the fall-back)."""
+
+    epoch: int
+    phase: int
+    weights: str
+    best: float | None = None
+    best_epoch: int | None = None
+    previous: BackupState | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BackupState:
+        previous = values.get("previous")
+        return cls(epoch=int(values["epoch"]), phase=int(values["phase"]), weights=str(values["weights"]),
+                   best=values.get("best"), best_epoch=values.get("best_epoch"),
+                   previous=cls.from_dict(previous) if previous else None)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "previous": self.previous.as_dict() if self.previous else None}
+
+    def without_previous(self) -> BackupState:
+        return BackupState(self.epoch, self.phase, self.weights, self.best, self.best_epoch)
+
+
+def _readable_weights(path: Path) -> bool:
+    """Whether ``path`` is a complete HDF5 weights file (h5py can open it and walk its groups)."""
+    import h5py
+
+    try:
+        with warnings.catch_warnings(), h5py.File(path, "r") as handle:
+            warnings.simplefilter("ignore")
+            handle.visit(lambda name: None)
+        return True
+    except (OSError, ValueError, KeyError):
+        return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from buildings.models import build_model, get_encoder
 from buildings.runtime import torch_speedups
 from buildings.runtime.device import accelerator_available, describe_device
 from buildings.task import Task
-from buildings.training.callbacks import Throughput, TimeBudget
+from buildings.training.callbacks import EpochCommit, Throughput, TimeBudget
 from buildings.training.config import PRECISIONS, FitConfig, resolve_with_data
 from buildings.training.run_dir import RunDirectory, git_commit, package_versions
 
@@ -56,15 +57,28 @@ def _schedule(config: FitConfig, steps_per_epoch: int):
         warmup_target=config.lr if warmup else None, warmup_steps=warmup)
 
 
-def _compile(model, config: FitConfig, task: Task, steps_per_epoch: int, done_steps: int = 0):
+def _compile(model, config: FitConfig, task: Task, steps_per_epoch: int):
     optimizer = keras.optimizers.AdamW(learning_rate=_schedule(config, steps_per_epoch),
                                        weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
     options = {"class_weights": list(config.class_weights)} if config.class_weights is not None else {}
     model.compile(optimizer=optimizer, loss=get_loss(config.loss, **options), metrics=task.metrics(config.threshold))
-    if done_steps:
+    return model
+
+
+def _restore(model, run: RunDirectory, state, phase: int, done_steps: int) -> None:
+    """Put a freshly compiled ``model`` where training stopped. Same phase: model and optimizer
+    from the backup weights. A new phase (the encoder unfrozen): the model's weights only, with a
+    fresh optimizer whose step count continues the schedule."""
+    same_phase = state is not None and state.phase == phase
+    if same_phase:
+        model.optimizer.build(model.trainable_variables)
+    if state is not None:
+        with warnings.catch_warnings():  # a new phase: Keras warns that it skips the old optimizer's state
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(run.backup_dir / state.weights)
+    if not same_phase and done_steps:
         model.optimizer.build(model.trainable_variables)
         model.optimizer.iterations.assign(done_steps)
-    return model
 
 
 def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, callbacks=()) -> RunResult:
@@ -109,22 +123,12 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
         "command": command, "train_images": len(train_source), "validation_images": len(val_source),
         "parameters": model.count_params()})
 
-    start_epoch = run.finished_epochs() if resume else 0
-    if resume:
-        run.truncate_history(start_epoch)
-    elif run.history_path.exists():
-        run.history_path.unlink()
+    state = run.recover() if resume else None
+    start_epoch = state.epoch if state else 0
+    if not resume:
+        run.reset()
     monitor = task.monitor
-    best_checkpoint = keras.callbacks.ModelCheckpoint(
-        run.best_path, monitor=monitor, mode="max", save_best_only=True,
-        initial_value_threshold=run.best_so_far(monitor) if resume else None)
-    own_callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        Throughput(config.batch_size),
-        best_checkpoint,
-        keras.callbacks.ModelCheckpoint(run.last_path),
-        keras.callbacks.CSVLogger(str(run.history_path), append=True),
-    ]
+    own_callbacks = [keras.callbacks.TerminateOnNaN(), Throughput(config.batch_size)]
     if config.max_minutes:
         own_callbacks.append(TimeBudget(config.max_minutes, time.perf_counter()))
     if config.early_stopping:
@@ -142,14 +146,17 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
         if encoder is not None:
             encoder.trainable = encoder_trainable
         begin = max(first, start_epoch)
-        if begin > 0 and run.last_path.exists() and not (run.backup_dir / f"phase{index}").exists():
-            model.load_weights(run.last_path)  # a new phase starts from the last epoch
-        _compile(model, config, task, steps, done_steps=begin * steps)
+        _compile(model, config, task, steps)
+        if begin == start_epoch and state is not None:  # the first phase of a resumed run
+            _restore(model, run, state, index, done_steps=begin * steps)
+        elif begin:  # a later phase of this call: the weights are in memory, the step count continues
+            model.optimizer.build(model.trainable_variables)
+            model.optimizer.iterations.assign(begin * steps)
         train.set_epoch(begin)
-        # Last, so an epoch counts as finished only once its history row and checkpoints are written.
-        backup = keras.callbacks.BackupAndRestore(str(run.backup_dir / f"phase{index}"), delete_checkpoint=False)
+        # Last, so an epoch is committed only with everything the other callbacks added to its logs.
+        commit = EpochCommit(run, phase=index, monitor=monitor)
         history = model.fit(train, validation_data=validation, epochs=last, initial_epoch=begin,
-                            steps_per_epoch=steps, callbacks=[*own_callbacks, *callbacks, backup],
+                            steps_per_epoch=steps, callbacks=[*own_callbacks, *callbacks, commit],
                             verbose=config.verbose)
         epochs_run += len(history.epoch)
         if model.stop_training:

@@ -10,22 +10,50 @@ records ``num_classes`` and ``class_names`` in its metadata (``metadata.json``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from buildings.errors import DataError, OutputError
+from buildings.files import atomic_dir
 from buildings.formats.label_maps import encode_label_png
 
-__all__ = ["build_tfds", "example", "is_validation", "segmentation_features"]
+__all__ = ["build_tfds", "example", "is_validation", "segmentation_features", "split_train_validation"]
+
+
+def _hash_fraction(name: str) -> float:
+    """The first 4 bytes of md5(name) as a fraction in [0, 1)."""
+    return int.from_bytes(hashlib.md5(name.encode("utf-8")).digest()[:4], "big") / 2**32
 
 
 def is_validation(name: str, percent: float) -> bool:
-    """Deterministic hold-out: the first 4 bytes of md5(name) as a fraction below ``percent``%."""
-    digest = hashlib.md5(name.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < percent / 100.0
+    """Deterministic hold-out: md5(name) as a fraction below ``percent``%."""
+    return _hash_fraction(name) < percent / 100.0
+
+
+def split_train_validation(names, percent: float) -> tuple[list[str], list[str]]:
+    """(train, validation) names: the hash hold-out of ``percent``%, so the 5% hold-out is inside
+    the 10% one, and so on. A small dataset whose hold-out comes out empty (or takes everything)
+    still gets one validation image (the one of lowest hash, which every larger hold-out holds too)
+    and one training image; fewer than two images are refused."""
+    names = list(names)
+    if len(names) < 2:
+        raise DataError(f"{len(names)} training image(s): a dataset needs at least 2, one to train on and one "
+                        "to validate on")
+    validation = [n for n in names if is_validation(n, percent)]
+    if not validation:
+        validation = [min(names, key=_hash_fraction)]
+    if len(validation) == len(names):
+        validation.remove(max(validation, key=_hash_fraction))
+    held_out = set(validation)
+    return [n for n in names if n not in held_out], [n for n in names if n in held_out]
 
 
 def segmentation_features(shape: tuple[int | None, int | None] = (None, None)) -> tfds.features.FeaturesDict:
@@ -47,14 +75,29 @@ def example(name: str, image_bytes: bytes, mask: np.ndarray | None, shape: tuple
 
 def build_tfds(builder_class, manual_dir, data_dir=None, *, config=None, overwrite: bool = False) -> Path:
     """Build ``builder_class`` (array_record, no TensorFlow needed) from the files in ``manual_dir``;
-    returns the version folder. A failed build leaves nothing TFDS or ``buildings`` would take for
-    a dataset (TFDS writes into an ``incomplete.*`` folder and renames it only at the end)."""
+    returns the version folder (an existing one is kept as it is unless ``overwrite``).
+
+    The dataset is generated in a hidden staging folder beside its version folder and moved into
+    place only once complete (``buildings.files.atomic_dir``): a failed build — bad data, a full
+    disk, a kill — leaves nothing anyone would take for a dataset, and ``overwrite`` keeps the
+    previous good dataset until the new one is whole."""
     data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
-    builder = builder_class(data_dir=str(data_dir), config=config)
-    builder.check_download(manual_dir)  # fail fast on names / text before TFDS starts
-    mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    if overwrite:
-        mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), download_mode=mode))
-    return Path(builder.data_dir)
+    final = builder_class(data_dir=str(data_dir), config=config)
+    target = Path(final.data_dir)
+    if (target / "dataset_info.json").is_file() and not overwrite:
+        return target
+    final.check_download(manual_dir)  # fail fast on names, text and image counts
+    with atomic_dir(target) as staging, contextlib.redirect_stdout(io.StringIO()):  # TFDS prints the staging path
+        builder = builder_class(data_dir=str(staging / "tfds"), config=config)
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+                manual_dir=str(manual_dir), download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+        except RuntimeError as err:  # array_record reports OS failures (a full disk) as RuntimeError
+            failure = re.search(r"(?:write|open|close|flush)\(\) failed: ([^;]+)", str(err))
+            if failure is None:
+                raise
+            raise OutputError(f"{target}: cannot write the dataset: {failure.group(1).strip()}") from None
+        for item in Path(builder.data_dir).iterdir():
+            item.rename(staging / item.name)
+        shutil.rmtree(staging / "tfds")
+    return target

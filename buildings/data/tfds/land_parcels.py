@@ -26,7 +26,7 @@ from buildings.data.land_parcels import (
     class_names_for,
     open_land_parcels,
 )
-from buildings.data.tfds.common import build_tfds, example, is_validation, segmentation_features
+from buildings.data.tfds.common import build_tfds, example, segmentation_features, split_train_validation
 from buildings.errors import ConfigError
 
 __all__ = ["LandParcels", "LandParcelsConfig", "build_land_parcels", "parcels_config"]
@@ -88,21 +88,24 @@ class LandParcels(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         download = self.check_download(dl_manager.manual_dir)
-        percent = self.builder_config.validation_percent
-        return {
-            "train": self._generate_examples(download, "train",
-                                             [n for n in download.train_names if not is_validation(n, percent)]),
-            "validation": self._generate_examples(download, "train",
-                                                  [n for n in download.train_names if is_validation(n, percent)]),
-            "test": self._generate_examples(download, "test", download.test_names),
+        train, validation = split_train_validation(download.train_names, self.builder_config.validation_percent)
+        splits = {
+            "train": self._generate_examples(download, "train", train),
+            "validation": self._generate_examples(download, "train", validation),
         }
+        if download.test_names:  # no img_testA in the folder: no test split
+            splits["test"] = self._generate_examples(download, "test", download.test_names)
+        return splits
 
     def _generate_examples(self, download, split, names):
         for item in download.examples(split, names):
             yield item.name, example(item.name, item.image_bytes, item.labels, item.shape)
 
     def check_download(self, manual_dir):
-        return open_land_parcels(manual_dir, num_classes=self.builder_config.num_classes)
+        """Everything checkable before generation: names, enough images for the splits."""
+        download = open_land_parcels(manual_dir, num_classes=self.builder_config.num_classes)
+        split_train_validation(download.train_names, self.builder_config.validation_percent)
+        return download
 
 
 def build_land_parcels(manual_dir, data_dir=None, *, num_classes: int = 4, validation_percent: float = 5.0,

@@ -17,7 +17,13 @@ import dataclasses
 import tensorflow_datasets as tfds
 
 from buildings.data.contest import CONTEST_FILES, open_contest
-from buildings.data.tfds.common import build_tfds, example, is_validation, segmentation_features
+from buildings.data.tfds.common import (
+    build_tfds,
+    example,
+    is_validation,
+    segmentation_features,
+    split_train_validation,
+)
 
 __all__ = ["TianchiBuildings", "TianchiBuildingsConfig", "build_dataset", "is_validation"]
 
@@ -68,22 +74,23 @@ class TianchiBuildings(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         download = open_contest(dl_manager.manual_dir, shape=IMAGE_SHAPE)
-        percent = self.builder_config.validation_percent
-        train = [n for n in download.train_names if not is_validation(n, percent)]
-        validation = [n for n in download.train_names if is_validation(n, percent)]
-        return {
+        train, validation = split_train_validation(download.train_names, self.builder_config.validation_percent)
+        splits = {
             "train": self._generate_examples(download, "train", train),
             "validation": self._generate_examples(download, "train", validation),
-            "test": self._generate_examples(download, "test", download.test_names),
         }
+        if download.test_names:  # no test_a in the folder: no test split
+            splits["test"] = self._generate_examples(download, "test", download.test_names)
+        return splits
 
     def _generate_examples(self, download, split, names):
         for item in download.examples(split, names):
             yield item.name, example(item.name, item.image_bytes, item.mask, IMAGE_SHAPE)
 
-    @staticmethod
-    def check_download(manual_dir) -> None:
-        open_contest(manual_dir, shape=IMAGE_SHAPE)
+    def check_download(self, manual_dir) -> None:
+        """Everything checkable before generation: names, RLE text, enough images for the splits."""
+        download = open_contest(manual_dir, shape=IMAGE_SHAPE)
+        split_train_validation(download.train_names, self.builder_config.validation_percent)
 
 
 def build_dataset(manual_dir, data_dir=None, *, config: str = "val5", overwrite: bool = False):
