@@ -5,8 +5,8 @@ same initial weights (built once, saved, loaded by each) and train on the same f
 the loss after N steps says whether the backends agree numerically, and the timings compare
 like with like.
 
-``torch-plain`` is a further choice of backend: torch with ``buildings.runtime.torch_speedups`` off
-(Keras as released), to show what those substitutions do.
+``torch-plain`` is a further choice of backend: torch with the package's Keras patches off
+(``buildings.runtime``: Keras as released), to show what they do.
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ def bench_current_backend(spec: dict) -> dict:
 
     from buildings.losses import get_loss
     from buildings.models import build_model
-    from buildings.runtime import torch_speedups
+    from buildings.runtime import install_patches, torch_speedups
     from buildings.runtime.device import describe_device
     from buildings.training.config import PRECISIONS
 
-    torch_speedups.install()  # a no-op for torch-plain (BUILDINGS_TORCH_SPEEDUPS=0) and other backends
+    install_patches()  # none for torch-plain (BUILDINGS_TORCH_SPEEDUPS=0, BUILDINGS_FREE_INTERMEDIATES=0)
     keras.mixed_precision.set_global_policy(PRECISIONS[spec["precision"]])
     model = build_model(spec["model"], **spec["model_options"])
     model.load_weights(spec["weights"])
@@ -162,6 +162,7 @@ def _run_child(backend: str, code: str) -> str:
     env = {**os.environ, "KERAS_BACKEND": _module(backend), "TF_CPP_MIN_LOG_LEVEL": "3"}
     if backend == PLAIN_TORCH:
         env["BUILDINGS_TORCH_SPEEDUPS"] = "0"
+        env["BUILDINGS_FREE_INTERMEDIATES"] = "0"
     if backend == "jax":
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if backend == "tensorflow":
@@ -170,3 +171,42 @@ def _run_child(backend: str, code: str) -> str:
     if result.returncode:
         raise RuntimeError(f"{backend} benchmark failed:\n{result.stderr[-3000:]}")
     return result.stdout
+
+
+def model_flops(model_name: str, height: int, width: int, **options) -> float:
+    """Multiply-add FLOPs (2 per multiply-accumulate) of one forward pass of one ``height`` x
+    ``width`` image through the convolutions and dense layers of ``model_name`` (normalisation,
+    activations and resizing are left out: a few per cent of a U-Net's). A training step costs
+    about three times this (forward, and backward for activations and weights)."""
+    import keras
+
+    from buildings.models import build_model
+
+    def count(model, shape) -> float:
+        total = 0.0
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):  # a backbone: it sees the whole (adapted) image
+                total += count(layer, shape)
+        layers = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, keras.Model))]
+        probe = keras.Model(model.inputs, [layer.output for layer in layers])
+        specs = probe.compute_output_spec(keras.KerasTensor(shape))
+        for layer, spec in zip(layers, specs, strict=True):
+            out = spec.shape
+            if len(out) != 4 or not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                                       keras.layers.SeparableConv2D, keras.layers.Dense)):
+                continue
+            spatial, channels_in = float(out[1] * out[2]), layer.input.shape[-1]
+            if isinstance(layer, keras.layers.SeparableConv2D):
+                kh, kw = layer.kernel_size
+                total += 2 * spatial * channels_in * (kh * kw * layer.depth_multiplier + layer.filters)
+            elif isinstance(layer, keras.layers.DepthwiseConv2D):
+                kh, kw = layer.kernel_size
+                total += 2 * spatial * channels_in * layer.depth_multiplier * kh * kw
+            elif isinstance(layer, keras.layers.Conv2D):
+                kh, kw = layer.kernel_size
+                total += 2 * spatial * out[-1] * kh * kw * channels_in / layer.groups
+            elif isinstance(layer, keras.layers.Dense):
+                total += 2 * spatial * channels_in * out[-1]
+        return total
+
+    return count(build_model(model_name, **options), (1, height, width, 3))

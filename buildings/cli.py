@@ -72,6 +72,23 @@ def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
     return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
+class BatchSize(click.ParamType):
+    """A positive number, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r}: expected a positive number or auto", param, ctx)
+        return number
+
+
 class BuildingsGroup(click.Group):
     """A click group that prints the package's own errors, and operating-system errors (a full
     disk, a missing permission), as one ``Error:`` line with exit status 1. Anything else is a bug
@@ -262,7 +279,9 @@ FIT_OPTIONS = [
     ("--data", "data", str, "Dataset name (under --data-dir) or folder, e.g. tianchi_buildings/val10."),
     ("--data-dir", "data_dir", str, "TFDS data_dir [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."),
     ("--epochs", "epochs", click.IntRange(1), "Epochs in all (both stages)."),
-    ("--batch-size", "batch_size", click.IntRange(1), "Images per batch."),
+    ("--batch-size", "batch_size", click.IntRange(1), "Images per training batch."),
+    ("--eval-batch-size", "eval_batch_size", click.IntRange(1),
+     "Validation images per batch [default: as many full images as fit the memory budget]."),
     ("--image-size", "image_size", click.IntRange(32), "Training crop / resize side (multiple of 32)."),
     ("--resize-mode", "resize_mode", click.Choice(["crop", "resize"]), "Random crops or resizing."),
     ("--lr", "lr", float, "Peak learning rate (AdamW, warmup then cosine decay per step)."),
@@ -273,6 +292,9 @@ FIT_OPTIONS = [
                                      "lovasz_softmax", "multiclass_dice", "ce_lovasz"]),
      "Loss [default: bce_dice for binary data, ce_lovasz for multi-class]."),
     ("--aug", "aug", click.Choice(["none", "light", "strong"]), "Augmentation preset."),
+    ("--augment-on", "augment_on", click.Choice(["auto", "cpu", "device"]),
+     "Where augmentation runs: cpu (albumentations in the loader workers), device (batched in the "
+     "training step, keras.ops), auto (device with a GPU, cpu without)."),
     ("--cutmix", "cutmix", click.FloatRange(0, 1), "Per-sample CutMix probability."),
     ("--precision", "precision", click.Choice(["auto", "bf16", "fp16", "fp32"]), "Mixed precision."),
     ("--encoder", "encoder", str, "keras.applications encoder (resnet50, efficientnetv2b0, ...; none)."),
@@ -351,7 +373,9 @@ def _predictor_options(function):
                      help="Window side for larger images (multiple of 32)."),
         click.option("--overlap", type=click.IntRange(0), default=128, show_default=True,
                      help="Overlap of neighbouring windows, blended."),
-        click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
+        click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+                     help="Windows per model call; auto: as many as fit half the free GPU memory, or 2 GiB "
+                          "on a CPU."),
         click.option("--data", "data_", default="tianchi_buildings", show_default=True,
                      help="Dataset name (under --data-dir) or folder."),
         click.option("--data-dir", type=click.Path(file_okay=False), default=None),

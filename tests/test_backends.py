@@ -28,7 +28,8 @@ def run_under(backend: str, args: list[str], timeout=1200) -> subprocess.Complet
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_model_loss_metric_suite_passes_on(backend):
     result = run_under(backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 "tests/test_models.py", "tests/test_losses_metrics.py"])
+                                 "tests/test_models.py", "tests/test_losses_metrics.py", "tests/test_augment.py",
+                                 "tests/test_probability_model.py"])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout.splitlines()[-1]
 
@@ -84,9 +85,10 @@ FIT_EACH_MODEL = textwrap.dedent("""
              "deeplabv3plus": {}, "fcn": {}}
     results = {}
     for name, options in small.items():
+        # augmentation on the device (strong, CutMix) inside each backend's training step
         config = FitConfig(model=name, model_options=options, data=data, epochs=1, steps_per_epoch=2,
-                           batch_size=2, image_size=64, resize_mode="resize", aug="none", verbose=0,
-                           run_dir=f"{out}/{keras.backend.backend()}-{name}")
+                           batch_size=2, image_size=64, resize_mode="resize", aug="strong", augment_on="device",
+                           cutmix=0.5, verbose=0, run_dir=f"{out}/{keras.backend.backend()}-{name}")
         result = fit(config)
         results[name] = {"epochs": result.epochs_run, "best": result.best_dice}
     print("RESULTS", json.dumps(results))

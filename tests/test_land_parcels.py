@@ -123,7 +123,8 @@ def test_bad_downloads_fail_naming_the_file_and_leave_no_dataset(parcels, tmp_pa
 def test_pipeline_carries_class_indices_and_pads_with_ignore(parcels_dataset):
     source = open_split(parcels_dataset, "train")
     batches = SegmentationBatches(source, 4, image_size=320, augment="light", training=True, seed=1)
-    images, masks = batches[0]
+    inputs, masks = batches[0]
+    images = inputs["image"]
     assert images.shape == (4, 320, 320, 3) and masks.shape == (4, 320, 320, 1)
     values = set(np.unique(masks).tolist())
     assert values <= {0, 1, 2, 3, 255} and len(values - {255}) >= 3  # never binarised
@@ -143,8 +144,8 @@ def test_validation_batches_of_odd_sizes_are_padded_to_32_with_ignore(parcels, t
         label.write_bytes(encode_label_png(decode_label_png(label.read_bytes(), "x")[:200, :232]))
     data = build_land_parcels(root, tmp_path / "tfds", num_classes=4, validation_percent=20)
     source = open_split(data, "train")
-    images, masks = SegmentationBatches(source, len(source))[0]
-    assert images.shape[1:3] == (256, 256)
+    inputs, masks = SegmentationBatches(source, len(source))[0]
+    assert inputs["image"].shape[1:3] == (256, 256)
     small = [i for i in range(len(source)) if decode_record(source[i])[1].shape == (200, 232)]
     assert small and all((masks[i, 200:, :, 0] == 255).all() and (masks[i, :, 232:, 0] == 255).all() for i in small)
 

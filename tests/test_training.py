@@ -62,9 +62,9 @@ class WeightsAtEpochEnds(keras.callbacks.Callback):
         self.snapshots = []
 
     def _snapshot(self):
-        encoder = get_encoder(self.model)
+        encoder = get_encoder(self.model.model)  # fit trains a TrainingModel around the segmentation model
         encoder_ids = {id(v) for v in encoder.weights}
-        decoder = [v for v in self.model.weights if id(v) not in encoder_ids]
+        decoder = [v for v in self.model.model.weights if id(v) not in encoder_ids]
         self.snapshots.append((encoder.trainable, [np.array(v.numpy()) for v in encoder.weights],
                                [np.array(v.numpy()) for v in decoder]))
 

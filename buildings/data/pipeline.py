@@ -1,9 +1,17 @@
 """Batches for ``model.fit`` from a built dataset's split: the same code on torch, jax and tensorflow.
 
 ``SegmentationBatches`` is a ``keras.utils.PyDataset`` over a :class:`~buildings.data.splits.SplitSource`:
-batches of (normalised float32 RGB images, float32 masks), worker threads or processes, a
-per-epoch shuffle and per-sample augmentation (albumentations) seeded from (seed, epoch, index) so
-that a run is reproducible whatever the number of workers.
+**uint8** batches ``({"image": (B, H, W, 3)}, mask (B, H, W, 1))`` — a quarter of the bytes of
+float32 to hold and to copy to the device, where ``buildings.training.training_model`` normalises
+them — worker threads or processes, and a per-epoch shuffle. Augmentation runs either
+
+* on the CPU (``augment_on="cpu"``): albumentations per sample in the workers, as before; or
+* on the device (``augment_on="device"``): the workers only read, decode and crop, and add one row
+  of augmentation parameters per sample (``"augment"`` in the inputs, ``buildings.data.augment``)
+  that the training step applies to the whole batch on the accelerator.
+
+Either way each sample's augmentation is seeded from (seed, epoch, position / batch), so a run is
+reproducible whatever the number of workers.
 
 Binary and multi-class datasets take the same path: masks are carried as stored ({0, 1}, or class
 indices with 255 = unlabelled), never binarised or one-hot encoded here; the only difference, the
@@ -20,14 +28,15 @@ import cv2
 import keras
 import numpy as np
 
+from buildings.data.augment import draw_augment_params
 from buildings.data.splits import decode_record
 from buildings.errors import ConfigError
-from buildings.preprocessing import normalise
 from buildings.task import Task
 
-__all__ = ["AUGMENTATIONS", "SegmentationBatches", "build_augmentation", "cutmix", "pad_batch"]
+__all__ = ["AUGMENTATIONS", "AUGMENT_ON", "SegmentationBatches", "build_augmentation", "cutmix", "pad_batch"]
 
 AUGMENTATIONS = ("none", "light", "strong")
+AUGMENT_ON = ("cpu", "device")
 
 
 def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = None, *,
@@ -93,7 +102,7 @@ def pad_batch(images: list[np.ndarray], masks: list[np.ndarray], mask_fill: int,
 
 
 class SegmentationBatches(keras.utils.PyDataset):
-    """Batches of (float32 normalised RGB (B, H, W, 3), float32 mask (B, H, W, 1)).
+    """Batches of ({"image": uint8 RGB (B, H, W, 3)[, "augment": float32 (B, P)]}, uint8 mask (B, H, W, 1)).
 
     Masks keep their stored values: {0, 1} for a binary dataset, class indices with 255 =
     unlabelled for a multi-class one. Images of different sizes in a batch (or sizes that are not
@@ -104,6 +113,8 @@ class SegmentationBatches(keras.utils.PyDataset):
         batch_size: images per batch.
         image_size: crop / resize side (or (height, width)); None keeps the stored size.
         augment: ``none``, ``light`` or ``strong`` (training only).
+        augment_on: ``cpu`` (albumentations in the workers) or ``device`` (parameters drawn here,
+            applied in the training step).
         training: shuffle every epoch, augment, random-crop, drop the last partial batch.
         seed: the order and every augmentation follow from it.
         cutmix: probability that a training sample receives a box from another one.
@@ -115,8 +126,8 @@ class SegmentationBatches(keras.utils.PyDataset):
 
     def __init__(self, source, batch_size: int = 8, *, image_size=None, augment: str = "none",
                  training: bool = False, seed: int = 0, cutmix: float = 0.0, resize_mode: str = "crop",
-                 mask_fill: int | None = None, workers: int = 1, use_multiprocessing: bool = False,
-                 max_queue_size: int = 10):
+                 augment_on: str = "cpu", mask_fill: int | None = None, workers: int = 1,
+                 use_multiprocessing: bool = False, max_queue_size: int = 10):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         if batch_size < 1:
@@ -129,7 +140,12 @@ class SegmentationBatches(keras.utils.PyDataset):
         if mask_fill is None:
             mask_fill = getattr(source, "task", Task(1)).mask_fill
         self.mask_fill = mask_fill
-        self._augmentation = (augment, image_size, training, resize_mode, mask_fill)
+        if augment_on not in AUGMENT_ON:
+            raise ConfigError(f"augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
+        self.augment_on = augment_on
+        self.device_augment = augment if training and augment_on == "device" else None
+        cpu_augment = "none" if augment_on == "device" else augment  # the device path crops only here
+        self._augmentation = (cpu_augment, image_size, training, resize_mode, mask_fill)
         build_augmentation(augment, image_size, training=training, resize_mode=resize_mode,
                            mask_fill=mask_fill)  # check args
         self._local = threading.local()
@@ -189,6 +205,11 @@ class SegmentationBatches(keras.utils.PyDataset):
         positions = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.order)))
         pairs = [self.load(p) for p in positions]
         images, masks = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], self.mask_fill)
-        if self.training and self.cutmix_p > 0:
+        inputs = {"image": images}
+        if self.device_augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+            inputs["augment"] = draw_augment_params(rng, len(images), images.shape[1], images.shape[2],
+                                                    self.device_augment, self.cutmix_p)
+        elif self.training and self.cutmix_p > 0:
             cutmix(images, masks, np.random.default_rng([self.seed, self.epoch, index, 1]), self.cutmix_p)
-        return normalise(images), masks[..., None].astype(np.float32)
+        return inputs, masks[..., None]

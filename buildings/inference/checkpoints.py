@@ -1,6 +1,6 @@
 """Loading checkpoints for prediction: ``.keras`` files of any backend, checked to be segmentation
 models that agree on their number of classes. This is where inference starts, so it installs the
-Keras-on-torch speed-ups (``buildings.runtime.torch_speedups``)."""
+package's Keras patches (``buildings.runtime.install_patches``: speed-ups, intermediates freed)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ def load_checkpoints(paths: Sequence[str | os.PathLike]) -> list:
     """Load ``.keras`` checkpoints (compile off); all must map RGB images to per-pixel logits and
     give the same number of output channels."""
     from buildings.models import load_model
-    from buildings.runtime import torch_speedups
+    from buildings.runtime import install_patches
 
     if not paths:
         raise CheckpointError("no checkpoint given")
-    torch_speedups.install()
+    install_patches()
     models = []
     for path in paths:
         model = load_model(path, compile=False)

@@ -2,9 +2,10 @@
 augmentation, ensembles and seamless tiling.
 
 Models output logits; the :class:`~buildings.task.Task` of their output turns them into
-probabilities (sigmoid for one logit, softmax for N) and masks. Everything is computed in NumPy
-around ``model.predict_on_batch`` so it runs the same on every backend, and on the GPU when the
-backend has one.
+probabilities (sigmoid for one logit, softmax for N) and masks. A window batch goes to the device
+as uint8; normalisation, the TTA transforms, the sigmoid / softmax and the TTA average run there, in
+one ``predict_on_batch`` of a :class:`ProbabilityModel` (keras.ops, so every backend runs it), and
+only the probabilities come back. Ensembling, votes and tile blending happen in NumPy.
 
 * TTA: ``none``, ``flip`` (identity + horizontal + vertical flips), ``d4`` (the 8 rotations and
   reflections of the square); probabilities are averaged after undoing each transform.
@@ -20,13 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
+import keras
 import numpy as np
+from keras import ops
 
 from buildings.errors import ConfigError
-from buildings.preprocessing import normalise
+from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from buildings.task import Task
 
-__all__ = ["TTA_MODES", "Predictor", "tta_transforms"]
+__all__ = ["TTA_MODES", "Predictor", "ProbabilityModel", "tta_transforms"]
 
 TTA_MODES = ("none", "flip", "d4")
 
@@ -54,6 +57,56 @@ def tta_transforms(mode: str):
     if mode == "d4":
         return [_d4(k, flip) for k in range(4) for flip in (False, True)]
     raise ConfigError(f"tta must be one of {TTA_MODES}, got {mode!r}")
+
+
+def _d4_pairs(mode: str) -> list[tuple[int, bool]]:
+    """(quarter turns, then a flip of the width axis) per TTA transform, as in :func:`tta_transforms`."""
+    tta_transforms(mode)  # validates the mode
+    return {"none": [(0, False)], "flip": [(0, False), (0, True), (2, True)],
+            "d4": [(k, f) for k in range(4) for f in (False, True)]}[mode]
+
+
+def _rot90(x, turns: int):
+    """``np.rot90(x, turns, axes=(1, 2))`` in keras.ops for (B, H, W, C) tensors. Written with
+    transpose and flips: ``keras.ops.rot90`` on the tensorflow backend (Keras 3.15.1) returns a wrong
+    result for two turns on 4-D tensors (tests/test_probability_model.py catches it)."""
+    turns %= 4
+    if turns == 0:
+        return x
+    if turns == 2:
+        return ops.flip(ops.flip(x, axis=1), axis=2)
+    if turns == 1:
+        return ops.transpose(ops.flip(x, axis=2), (0, 2, 1, 3))
+    return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=2)
+
+
+class ProbabilityModel(keras.Model):
+    """``model`` wrapped for inference on the device: uint8 RGB windows (B, H, W, 3) in, float32
+    probabilities (B, H, W, C) out, averaged over the TTA transforms after undoing each.
+
+    The vertical flip of ``flip`` TTA is the half turn followed by a horizontal flip: the same
+    permutation of pixels, so the three transforms are exactly those of :func:`tta_transforms`."""
+
+    def __init__(self, model: keras.Model, tta: str = "none", **kwargs):
+        super().__init__(name=f"{model.name}_probabilities", **kwargs)
+        self.model = model
+        self.transforms = _d4_pairs(tta)
+        self.binary = model.output_shape[-1] == 1
+        self.built = True  # every variable is the inner model's
+
+    def call(self, images):
+        x = ops.cast(images, "float32") / 255.0
+        x = (x - ops.convert_to_tensor(IMAGENET_MEAN)) / ops.convert_to_tensor(IMAGENET_STD)
+        total = None
+        for turns, flip in self.transforms:
+            view = _rot90(x, turns)
+            view = ops.flip(view, axis=2) if flip else view
+            logits = ops.cast(self.model(view, training=False), "float32")
+            probs = ops.sigmoid(logits) if self.binary else ops.softmax(logits, axis=-1)
+            probs = ops.flip(probs, axis=2) if flip else probs
+            probs = _rot90(probs, -turns)
+            total = probs if total is None else total + probs
+        return total / len(self.transforms)
 
 
 def _window(size: int, overlap: int) -> np.ndarray:
@@ -85,7 +138,8 @@ class Predictor:
         threshold: probability threshold for binary masks (and for each model's ballot in a vote).
         tile: window side for images larger than it (a multiple of 32).
         overlap: pixels shared by neighbouring windows.
-        batch_size: windows per ``predict_on_batch`` call.
+        batch_size: windows per ``predict_on_batch`` call, or ``auto``: as many ``tile``-sized
+            windows as fit the device's memory budget (``runtime.device.batch_size_for``).
     """
 
     models: list
@@ -95,7 +149,7 @@ class Predictor:
     threshold: float = 0.5
     tile: int = 512
     overlap: int = 128
-    batch_size: int = 8
+    batch_size: int | str = "auto"
 
     def __post_init__(self):
         tta_transforms(self.tta)
@@ -110,6 +164,12 @@ class Predictor:
             raise ConfigError(f"ensemble weights {list(self.weights)}: need {len(self.models)} non-negative "
                               "numbers with a positive sum, one per model")
         self.task = Task(self.models[0].output_shape[-1])
+        if self.batch_size == "auto":
+            from buildings.runtime.device import batch_size_for
+
+            self.batch_size = batch_size_for(self.models, self.tile, self.tile)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive number or auto, got {self.batch_size!r}")
 
     @classmethod
     def from_checkpoints(cls, paths, **options) -> Predictor:
@@ -123,24 +183,20 @@ class Predictor:
         return self.task.num_classes
 
     # -- windows -------------------------------------------------------------------------------
-    def _model_probs(self, model, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (B, H, W, C) of one model with TTA, batch already normalised float32."""
-        total = None
-        transforms = tta_transforms(self.tta)
-        for forward, inverse in transforms:
-            logits = model.predict_on_batch(np.ascontiguousarray(forward(batch)))
-            probs = inverse(self.task.probabilities(logits))
-            total = probs if total is None else total + probs
-        return total / len(transforms)
+    def _model_probs(self, model, windows: np.ndarray) -> np.ndarray:
+        """Probabilities (B, H, W, C) of one model with TTA, for uint8 RGB windows, computed on the device."""
+        cache = self.__dict__.setdefault("_device_models", {})
+        if id(model) not in cache:
+            cache[id(model)] = ProbabilityModel(model, self.tta)
+        return np.asarray(cache[id(model)].predict_on_batch(np.ascontiguousarray(windows)), np.float32)
 
     def _window_probs(self, windows: np.ndarray) -> np.ndarray:
         """Ensemble probabilities (B, h, w, C) of RGB uint8 windows."""
-        batch = normalise(windows)
         weights = np.ones(len(self.models)) if self.weights is None else np.asarray(self.weights, float)
         weights = weights / weights.sum()
         total = 0.0
         for weight, model in zip(weights, self.models, strict=True):
-            probs = self._model_probs(model, batch)
+            probs = self._model_probs(model, windows)
             if self.vote:
                 probs = self.task.votes(probs, self.threshold)
             total = total + weight * probs

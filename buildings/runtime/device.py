@@ -38,3 +38,52 @@ def describe_device() -> str:
 def accelerator_available() -> bool:
     """True when the active backend computes on a GPU (or another accelerator), not the CPU."""
     return describe_device() != "cpu"
+
+
+CPU_BUDGET_BYTES = 2 * 2**30  # on a CPU a bigger batch is no faster per image: keep memory low
+
+
+def memory_budget() -> int:
+    """Bytes an inference / validation batch may use: half the free GPU memory on a GPU (torch),
+    else the smaller of 2 GiB and a quarter of the memory the system has available."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info()
+            return int(free * 0.5)
+    elif accelerator_available():
+        return 8 * 2**30  # jax / tensorflow manage their own pools; assume a modest share of a GPU
+    available = CPU_BUDGET_BYTES * 4
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return min(CPU_BUDGET_BYTES, available // 4)
+
+
+# PyTorch's CUDA kernels index some tensors (bilinear upsampling in channels_last, among others)
+# with 32-bit integers and refuse a tensor of 2**31 elements or more: seen on an H100, DeepLabV3+
+# at 512² with batch 32 (RESULTS.md). No intermediate of an automatic batch may reach it.
+MAX_TENSOR_ELEMENTS = 2**31 - 1
+
+
+def batch_size_for(models, height: int, width: int, *, budget: int | None = None, most: int = 32) -> int:
+    """The number of ``height`` x ``width`` images per inference call that fits ``budget`` bytes
+    (default :func:`memory_budget`): each image costs 1.5 times the activations the largest of
+    ``models`` holds at once (``graph_memory.activation_bytes``; the 1.5 covers convolution
+    workspaces and the probabilities, measured on the CPU: RESULTS.md). No intermediate tensor of
+    the batch may hold :data:`MAX_TENSOR_ELEMENTS` elements or more."""
+    from buildings.runtime.graph_memory import activation_profile
+
+    profiles = [activation_profile(model, height, width) for model in models]
+    per_image = 1.5 * max(peak for peak, _ in profiles)
+    largest = max(elements for _, elements in profiles)
+    budget = memory_budget() if budget is None else budget
+    return int(max(1, min(most, budget // max(per_image, 1), MAX_TENSOR_ELEMENTS // max(largest, 1))))

@@ -54,11 +54,13 @@ class EpochCommit(keras.callbacks.Callback):
     backup weights, state; see ``run_dir.RunDirectory.commit_epoch``). Runs last, so the logs it
     writes hold what every other callback added."""
 
-    def __init__(self, run, *, phase: int, monitor: str):
+    def __init__(self, run, *, phase: int, monitor: str, export=None):
         super().__init__()
         self.run = run
         self.phase = phase
         self.monitor = monitor
+        self.export = export  # the model checkpoints hold (default: the one being trained)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.run.commit_epoch(self.model, epoch=epoch, phase=self.phase, logs=dict(logs or {}), monitor=self.monitor)
+        self.run.commit_epoch(self.model, epoch=epoch, phase=self.phase, logs=dict(logs or {}), monitor=self.monitor,
+                              export=self.export)

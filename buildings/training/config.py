@@ -35,6 +35,7 @@ class FitConfig:
     data_dir: str | None = None
     epochs: int = 30
     batch_size: int = 8
+    eval_batch_size: int | None = None  # validation; None: as many full images as fit the memory budget
     image_size: int = 512
     resize_mode: str = "crop"  # crop: random crops in training, full images in validation
     lr: float = 1e-3
@@ -44,6 +45,7 @@ class FitConfig:
     clip_norm: float = 1.0
     loss: str | None = None  # None: the task's default (bce_dice binary, ce_lovasz multi-class)
     aug: str = "strong"
+    augment_on: str = "auto"  # cpu (albumentations in the loader workers), device (in the step), auto
     cutmix: float = 0.0
     precision: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU
     encoder: str | None = None  # None: the model's default
@@ -73,7 +75,7 @@ class FitConfig:
 
     def check(self) -> None:
         """Refuse options that cannot work, before any data is read (model options included)."""
-        from buildings.data.pipeline import AUGMENTATIONS
+        from buildings.data.pipeline import AUGMENT_ON, AUGMENTATIONS
         from buildings.models import resolve_options
 
         if self.precision not in (*PRECISIONS, "auto"):
@@ -84,6 +86,8 @@ class FitConfig:
             raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
         if self.aug not in AUGMENTATIONS:
             raise ConfigError(f"augmentation must be one of {AUGMENTATIONS}, got {self.aug!r}")
+        if self.augment_on not in ("auto", *AUGMENT_ON):
+            raise ConfigError(f"augment_on must be auto, cpu or device, got {self.augment_on!r}")
         if self.num_classes is not None:
             task = Task(self.num_classes)
             if self.loss is not None:
@@ -101,6 +105,13 @@ class FitConfig:
         if self.encoder_weights is not None:
             options["encoder_weights"] = self.encoder_weights
         return options
+
+    def augment_on_for(self, accelerator: bool) -> str:
+        """Where augmentation runs: ``auto`` is on the device with an accelerator, in the CPU
+        workers without one (measured: experiments/RESULTS.md, "Input-bound benchmark")."""
+        if self.augment_on == "auto":
+            return "device" if accelerator else "cpu"
+        return self.augment_on
 
     def precision_for(self, accelerator: bool) -> str:
         """The precision to train in: ``auto`` is bf16 on an accelerator and fp32 on a CPU."""

@@ -158,12 +158,15 @@ class RunDirectory:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise RunDirError(f"{self.state_path}: unreadable backup state ({err})") from None
 
-    def commit_epoch(self, model, *, epoch: int, phase: int, logs: dict, monitor: str) -> BackupState:
-        """Write everything of finished ``epoch`` (0-based) in commit order (module docstring)."""
+    def commit_epoch(self, model, *, epoch: int, phase: int, logs: dict, monitor: str, export=None) -> BackupState:
+        """Write everything of finished ``epoch`` (0-based) in commit order (module docstring).
+        ``model``'s weights (and optimizer state) go to the backup; ``export`` (default ``model``:
+        the segmentation model a training wrapper holds) to last.keras / best.keras."""
+        export = model if export is None else export
         previous = self.read_state()
         self._write_history(epoch, logs)
         with atomic_path(self.last_path, suffix=".keras") as temporary:
-            model.save(temporary)
+            export.save(temporary)
         best, best_epoch = (previous.best, previous.best_epoch) if previous else (None, None)
         value = logs.get(monitor)
         pending = None
@@ -171,7 +174,7 @@ class RunDirectory:
             best, best_epoch = float(value), epoch
             pending = self._pending_best(epoch)
             with atomic_path(pending, suffix=".keras") as temporary:
-                model.save(temporary)
+                export.save(temporary)
         weights = f"epoch-{epoch + 1:04d}.weights.h5"
         with atomic_path(self.backup_dir / weights, suffix=".weights.h5") as temporary:
             model.save_weights(temporary)

@@ -21,12 +21,13 @@ from buildings.data.pipeline import SegmentationBatches
 from buildings.data.splits import open_split
 from buildings.losses import get_loss
 from buildings.models import build_model, get_encoder
-from buildings.runtime import torch_speedups
+from buildings.runtime import install_patches
 from buildings.runtime.device import accelerator_available, describe_device
 from buildings.task import Task
 from buildings.training.callbacks import EpochCommit, Throughput, TimeBudget
 from buildings.training.config import PRECISIONS, FitConfig, resolve_with_data
 from buildings.training.run_dir import RunDirectory, git_commit, package_versions
+from buildings.training.training_model import TrainingModel
 
 __all__ = ["RunResult", "fit"]
 
@@ -65,6 +66,19 @@ def _compile(model, config: FitConfig, task: Task, steps_per_epoch: int):
     return model
 
 
+def _eval_batch_size(model, source, image_size) -> int:
+    """Validation images per batch: as many full images as fit the memory budget (validation runs
+    on whole stored images, larger than training crops; the training batch size would not fit)."""
+    from buildings.data.splits import decode_record
+    from buildings.runtime.device import batch_size_for
+
+    if image_size is None:
+        height, width = decode_record(source[0])[0].shape[:2]
+    else:
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    return batch_size_for([model], -(-height // 32) * 32, -(-width // 32) * 32)
+
+
 def _restore(model, run: RunDirectory, state, phase: int, done_steps: int) -> None:
     """Put a freshly compiled ``model`` where training stopped. Same phase: model and optimizer
     from the backup weights. A new phase (the encoder unfrozen): the model's weights only, with a
@@ -92,9 +106,10 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
         run = RunDirectory.for_resume(config.run_dir)
     else:
         RunDirectory.check_new(config.run_dir)
-    torch_speedups.install()
+    patches = install_patches()
     device = describe_device()
-    precision = config.precision_for(accelerator_available())
+    accelerator = accelerator_available()
+    precision = config.precision_for(accelerator)
     keras.mixed_precision.set_global_policy(PRECISIONS[precision])
     keras.utils.set_random_seed(config.seed)
 
@@ -105,12 +120,15 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
     loader = {"workers": config.workers, "use_multiprocessing": config.use_multiprocessing}
     train = SegmentationBatches(train_source, config.batch_size, image_size=config.image_size,
                                 augment=config.aug, training=True, seed=config.seed, cutmix=config.cutmix,
-                                resize_mode=config.resize_mode, **loader)
-    val_size = None if config.resize_mode == "crop" else config.image_size
-    validation = SegmentationBatches(val_source, config.batch_size, image_size=val_size, **loader)
+                                resize_mode=config.resize_mode, augment_on=config.augment_on_for(accelerator),
+                                **loader)
     steps = min(len(train), config.steps_per_epoch or len(train))
 
     model = build_model(config.model, **config.model_kwargs())
+    val_size = None if config.resize_mode == "crop" else config.image_size
+    validation = SegmentationBatches(val_source, config.eval_batch_size or _eval_batch_size(model, val_source, val_size),
+                                     image_size=val_size, **loader)
+    trainer = TrainingModel(model)  # uint8 in, normalised (and augmented) on the device
     encoder = get_encoder(model)
     freeze = config.freeze_encoder_epochs if encoder is not None else 0
     if not resume:
@@ -119,7 +137,7 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
     run.write_config({
         "options": dataclasses.asdict(config), "backend": keras.backend.backend(), "device": device,
         "precision_policy": PRECISIONS[precision], "versions": package_versions(), "git_commit": git_commit(),
-        "torch_speedups": torch_speedups.installed() if keras.backend.backend() == "torch" else None,
+        "keras_patches": patches,
         "command": command, "train_images": len(train_source), "validation_images": len(val_source),
         "parameters": model.count_params()})
 
@@ -146,20 +164,20 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
         if encoder is not None:
             encoder.trainable = encoder_trainable
         begin = max(first, start_epoch)
-        _compile(model, config, task, steps)
+        _compile(trainer, config, task, steps)
         if begin == start_epoch and state is not None:  # the first phase of a resumed run
-            _restore(model, run, state, index, done_steps=begin * steps)
+            _restore(trainer, run, state, index, done_steps=begin * steps)
         elif begin:  # a later phase of this call: the weights are in memory, the step count continues
-            model.optimizer.build(model.trainable_variables)
-            model.optimizer.iterations.assign(begin * steps)
+            trainer.optimizer.build(trainer.trainable_variables)
+            trainer.optimizer.iterations.assign(begin * steps)
         train.set_epoch(begin)
         # Last, so an epoch is committed only with everything the other callbacks added to its logs.
-        commit = EpochCommit(run, phase=index, monitor=monitor)
-        history = model.fit(train, validation_data=validation, epochs=last, initial_epoch=begin,
+        commit = EpochCommit(run, phase=index, monitor=monitor, export=model)
+        history = trainer.fit(train, validation_data=validation, epochs=last, initial_epoch=begin,
                             steps_per_epoch=steps, callbacks=[*own_callbacks, *callbacks, commit],
                             verbose=config.verbose)
         epochs_run += len(history.epoch)
-        if model.stop_training:
+        if trainer.stop_training:
             break
     wall = time.perf_counter() - started
 
