@@ -64,6 +64,7 @@ class FloatList(click.ParamType):
 
 
 MESSAGE_LIMIT = 400  # characters of an error line
+DATA_DIR_HELP = "TFDS data_dir that --data names are looked up in [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."
 
 
 def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -159,7 +160,8 @@ def score(submission, truth, shape, num_classes, as_json):
 @click.argument("result", type=click.Path(exists=True, dir_okay=False))
 @click.option("--images", required=True, type=click.Path(exists=True),
               help="The test images (folder or zip, e.g. img_testA/) the result answers.")
-@click.option("--num-classes", type=click.IntRange(2, 255), default=4, show_default=True)
+@click.option("--num-classes", type=click.IntRange(2, 255), default=4, show_default=True,
+              help="Classes the label maps may hold (values 0..N-1, 255 = unlabelled).")
 def check_result_command(result, images, num_classes):
     """Check a result.zip against the 地块分割 contest rules: one PNG per test image, named like it
     (.png), at the zip root, single-channel 8-bit, the image's size, values 0..N-1."""
@@ -186,7 +188,7 @@ def data():
               help="tianchi_buildings: the Tianchi download (zips + RLE CSVs); land_parcels: "
                    "img_train/ + lab_train/ + img_testA/ folders of a multi-class contest.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="TFDS data_dir [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].")
+              help="TFDS data_dir to write into [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].")
 @click.option("--config", default="val5", show_default=True, type=click.Choice(["val5", "val10", "val20"]),
               help="tianchi_buildings: validation hold-out, 5, 10 or 20 percent of train.")
 @click.option("--num-classes", default=4, show_default=True, type=click.IntRange(2, 255),
@@ -211,8 +213,8 @@ def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_pe
 @data.command("stats")
 @click.option("--data", "data_", default="tianchi_buildings", show_default=True,
               help="Dataset name (under --data-dir) or folder.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
 def data_stats(data_, data_dir, as_json):
     """Counts, building-pixel fraction, empty tiles and per-channel mean/std of each split."""
     from buildings.data.splits import open_split
@@ -239,12 +241,14 @@ def data_stats(data_, data_dir, as_json):
 
 
 @data.command("preview")
-@click.option("--data", "data_", default="tianchi_buildings", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--split", default="train", show_default=True)
-@click.option("--n", default=16, show_default=True, type=click.IntRange(1, 256))
-@click.option("--seed", default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--data", "data_", default="tianchi_buildings", show_default=True,
+              help="Dataset name (under --data-dir) or folder.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
+@click.option("--split", default="train", show_default=True, help="Split to draw from (train, validation, test).")
+@click.option("--n", default=16, show_default=True, type=click.IntRange(1, 256), help="Images in the figure.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random choice of images.")
+@click.option("--out", default="preview.png", show_default=True, type=click.Path(dir_okay=False),
+              help="PNG file to write.")
 def data_preview(data_, data_dir, split, n, seed, out):
     """A PNG grid of images with their building masks outlined."""
     from buildings.data.stats import preview_grid
@@ -254,9 +258,10 @@ def data_preview(data_, data_dir, split, n, seed, out):
 
 
 @data.command("synth")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the contest-style download into.")
 @click.option("--n", default=64, show_default=True, type=click.IntRange(2, None), help="Tiles in all.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic scenes.")
 @click.option("--layout", default="tianchi", show_default=True, type=click.Choice(["tianchi", "parcels"]),
               help="tianchi: 512x512 binary tiles as the Tianchi download; parcels: 256x256 multi-class "
                    "tiles as img_train/ lab_train/ img_testA/ (+ lab_testA/ truth).")
@@ -277,7 +282,7 @@ def data_synth(out, n, seed, layout, num_classes):
 FIT_OPTIONS = [
     ("--model", "model", click.Choice(["unet", "attunet", "deeplabv3plus", "fcn"]), "Architecture."),
     ("--data", "data", str, "Dataset name (under --data-dir) or folder, e.g. tianchi_buildings/val10."),
-    ("--data-dir", "data_dir", str, "TFDS data_dir [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."),
+    ("--data-dir", "data_dir", str, DATA_DIR_HELP),
     ("--epochs", "epochs", click.IntRange(1), "Epochs in all (both stages)."),
     ("--batch-size", "batch_size", click.IntRange(1), "Images per training batch."),
     ("--eval-batch-size", "eval_batch_size", click.IntRange(1),
@@ -351,11 +356,18 @@ def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags
     click.echo(f"backend {_device()}; model {config.model}; data {config.data}", err=True)
     result = fit(config, resume=bool(resume_dir), command=shlex.join(sys.argv))
     best = "n/a" if result.best_score is None else f"{result.best_score:.4f} (epoch {result.best_epoch})"
-    click.echo(f"run {result.run_dir}: epochs {result.initial_epoch}..{result.initial_epoch + result.epochs_run - 1}"
-               f" in {result.wall_seconds:.0f} s; best validation score {best}")
+    if result.stop_reason:
+        click.echo(result.stop_reason, err=True)
+    last = result.initial_epoch + result.epochs_run
+    done = f"epochs {result.initial_epoch + 1}..{last}" if result.epochs_run else "no epoch left to run"
+    click.echo(f"run {result.run_dir}: {done} of {config.epochs} in {result.wall_seconds:.0f} s; "
+               f"best validation score {best}")
 
 
-def _predictor_options(function):
+def _predictor_options(function=None, *, threshold: bool = True):
+    """The options every prediction command shares; ``threshold=False`` where the command finds it."""
+    if function is None:
+        return lambda f: _predictor_options(f, threshold=threshold)
     options = [
         click.option("--checkpoint", "checkpoints", multiple=True, required=True,
                      type=click.Path(dir_okay=False), help="A .keras checkpoint; repeat for an ensemble."),
@@ -364,8 +376,10 @@ def _predictor_options(function):
         click.option("--vote", is_flag=True, help="Ensemble by per-pixel majority vote instead of mean."),
         click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
                      help="Test-time augmentation (mean of probabilities)."),
-        click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
-                     show_default=True),
+        *([click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+                        show_default=True, help="Probability above which a pixel is a building (binary "
+                                                "models; `buildings tune-threshold` finds the best).")]
+          if threshold else []),
         click.option("--min-area", type=click.IntRange(0), default=0, show_default=True,
                      help="Drop predicted components smaller than this many pixels."),
         click.option("--fill-holes", is_flag=True, help="Fill holes inside predicted buildings."),
@@ -378,7 +392,7 @@ def _predictor_options(function):
                           "on a CPU."),
         click.option("--data", "data_", default="tianchi_buildings", show_default=True,
                      help="Dataset name (under --data-dir) or folder."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP),
     ]
     for option in reversed(options):
         function = option(function)
@@ -393,7 +407,12 @@ def _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, b
 
 
 def _bar(length, label):
-    return click.progressbar(length=length, label=label, file=sys.stderr)
+    """click's progress bar on a terminal; plain lines (every 5 %, with rate and ETA) in logs and CI."""
+    if sys.stderr.isatty():
+        return click.progressbar(length=length, label=label, file=sys.stderr)
+    from buildings.training.callbacks import LineBar
+
+    return LineBar(length, label, write=lambda line: click.echo(line, err=True))
 
 
 @main.command("predict")
@@ -435,9 +454,10 @@ def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_h
 
 @main.command("evaluate")
 @_predictor_options
-@click.option("--split", default="validation", show_default=True)
-@click.option("--gallery", type=click.Path(dir_okay=False), default=None, help="PNG of the worst images.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--split", default="validation", show_default=True, help="Labelled split to score.")
+@click.option("--gallery", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG figure of the 8 worst images (truth vs prediction, with scores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
 def evaluate_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap, batch_size,
                      data_, data_dir, split, gallery, as_json):
     """Scores of checkpoint(s) on a labelled split: contest Dice, IoU, precision and recall for
@@ -472,15 +492,16 @@ def _print_evaluation(result) -> None:
 
 
 @main.command("tune-threshold")
-@_predictor_options
-@click.option("--split", default="validation", show_default=True)
-def tune_threshold_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap,
+@_predictor_options(threshold=False)
+@click.option("--split", default="validation", show_default=True,
+              help="Labelled split to tune on (never the test split).")
+def tune_threshold_command(checkpoints, weights, vote, tta, min_area, fill_holes, tile, overlap,
                            batch_size, data_, data_dir, split):
     """The probability threshold that maximises contest Dice on a labelled split (0.10..0.90)."""
     from buildings.data.splits import open_split
     from buildings.inference import DEFAULT_THRESHOLDS, Postprocess, evaluate
 
-    predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+    predictor = _make_predictor(checkpoints, weights, vote, tta, 0.5, tile, overlap, batch_size)
     source = open_split(data_, split, data_dir)
     with _bar(len(source), "evaluating") as bar:
         result = evaluate(predictor, source, postprocess=Postprocess(min_area, fill_holes),
@@ -492,12 +513,13 @@ def tune_threshold_command(checkpoints, weights, vote, tta, threshold, min_area,
 
 
 @main.command("demo")
-@click.option("--out", type=click.Path(file_okay=False), default="buildings-demo", show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="buildings-demo", show_default=True,
+              help="Folder for everything the demo writes (its previous run there is replaced).")
+@click.option("--epochs", type=click.IntRange(1), default=12, show_default=True, help="Training epochs.")
 @click.option("--minutes", type=click.FloatRange(0.1), default=5.0, show_default=True,
               help="Stop training after the epoch that crosses this time budget.")
 @click.option("--n", type=click.IntRange(16), default=64, show_default=True, help="Synthetic tiles.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the data, weights and augmentation.")
 def demo_command(out, epochs, minutes, n, seed):
     """Synthesise contest data, build the dataset, train a small model, predict the test split,
     write the submission and an overlay PNG, and print the score."""
@@ -514,18 +536,21 @@ def demo_command(out, epochs, minutes, n, seed):
 
 @main.command("bench")
 @click.option("--model", type=click.Choice(["unet", "attunet", "deeplabv3plus", "fcn"]), default="unet",
-              show_default=True)
-@click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE")
-@click.option("--image-size", type=click.IntRange(32), default=256, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+              show_default=True, help="Architecture.")
+@click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
+              help="Extra model option, e.g. filters=32 (repeatable).")
+@click.option("--image-size", type=click.IntRange(32), default=256, show_default=True,
+              help="Side of the square input images.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Images per step.")
 @click.option("--steps", type=click.IntRange(2), default=10, show_default=True, help="Timed steps.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Mixed-precision policy of the model.")
 @click.option("--backends", default=None,
               help="Comma-separated (default: every installed one); torch-plain = torch without the "
                    "package's torch speed-ups (Keras as released).")
 @click.option("--jit-compile", type=click.Choice(["auto", "true", "false"]), default="auto", show_default=True,
               help="Keras compile(jit_compile=...): XLA on jax/tensorflow, torch.compile on torch.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON lines.")
 def bench_command(model, model_option, image_size, batch_size, steps, precision, backends, jit_compile, as_json):
     """The same training steps and inference under torch, jax and tensorflow (fresh subprocesses,
     same initial weights, same batches): throughput, step-time percentiles, first-step (compile)

@@ -17,3 +17,10 @@ def test_demo_end_to_end(tmp_path):
     assert list(rows) == list(truth)
     assert result["overlay"].is_file() and (result["run_dir"] / "best.keras").is_file()
     assert 0.0 <= result["score"].dice <= 1.0 and result["score"].n_images == len(truth)
+    if result["run_dir"].joinpath("summary.json").read_text().find('"stop_reason": null') < 0:
+        assert any("--max-minutes" in m for m in messages), "an early stop must say why"
+
+    again = []
+    second = run_demo(tmp_path / "demo", epochs=1, minutes=0.2, n=16, image_size=128, say=again.append)
+    assert again[0].startswith("0/5 starting afresh"), again
+    assert (second["run_dir"] / "history.csv").read_text().count("\n") == 2  # header + its one epoch, not resumed

@@ -89,7 +89,7 @@ def test_fit_killed_at_20_random_moments_resumes_every_time(synth_dataset, tmp_p
                            env=child_env(writes, 0), capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr[-3000:]
     history = pd.read_csv(run / "history.csv")
-    assert list(history["epoch"]) == list(range(epochs))  # every epoch exactly once
+    assert list(history["epoch"]) == list(range(1, epochs + 1))  # every epoch exactly once
     state = json.loads((run / "backup" / "state.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     assert state["epoch"] == summary["epochs_total"] == epochs

@@ -30,12 +30,14 @@ def test_fit_writes_a_complete_run_directory(synth_dataset, tmp_path):
     assert stored["backend"] == "torch" and stored["device"] == describe_device()
     assert {"keras", "torch", "numpy"} <= set(stored["versions"])
     history = pd.read_csv(run / "history.csv")
-    assert list(history["epoch"]) == [0, 1]
+    assert list(history["epoch"]) == [1, 2]  # numbered as Keras's progress bar: "Epoch 1/2"
     assert {"loss", "val_contest_dice", "val_iou", "images_per_s", "lr"} <= set(history.columns)
     assert (history["images_per_s"] > 0).all()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_val_contest_dice"] == pytest.approx(history["val_contest_dice"].max())
-    assert result.best_epoch == int(history["val_contest_dice"].idxmax())
+    assert result.best_epoch == int(history["epoch"][history["val_contest_dice"].idxmax()])
+    assert result.stop_reason is None and summary["epochs_total"] == 2
+    assert (run / "curves.png").stat().st_size > 0
     model = load_model(run / "best.keras")
     assert model.output_shape[-1] == 1
     with pytest.raises(RunDirError, match="--resume"):
@@ -88,7 +90,7 @@ def test_staged_training_freezes_then_unfreezes_the_encoder(synth_dataset, tmp_p
     watch = WeightsAtEpochEnds()
     result = fit(config, callbacks=[watch])
     history = pd.read_csv(result.run_dir / "history.csv")
-    assert list(history["epoch"]) == [0, 1]
+    assert list(history["epoch"]) == [1, 2]
     (_, enc_start, dec_start), (frozen, enc_0, dec_0), (trainable, enc_1, _) = watch.snapshots
     assert frozen is False and trainable is True
     assert changed(enc_start, enc_0) == 0, "a frozen encoder changed during epoch 0"

@@ -52,6 +52,12 @@ class SplitSource:
     def __str__(self) -> str:
         return f"{self.directory} ({self.split})"
 
+    @property
+    def label(self) -> str:
+        """Short name for figures: ``tianchi_buildings/val10`` (the builder config when there is one)."""
+        config = self.directory.parent.name  # <data_dir>/<name>/<config>/<version> or <data_dir>/<name>/<version>
+        return self.name if config == self.name else f"{self.name}/{config}"
+
 
 def _dataset_dirs(root: Path) -> list[Path]:
     """Version folders (holding dataset_info.json) at or below ``root`` (depth ≤ 3)."""

@@ -11,7 +11,6 @@ import numpy as np
 
 from buildings.data.splits import decode_record, open_split, record_name
 from buildings.task import IGNORE_INDEX
-from buildings.visualize import put_label, write_grid_png
 
 __all__ = ["class_pixel_counts", "dataset_stats", "preview_grid"]
 
@@ -77,16 +76,17 @@ def dataset_stats(data, *, splits=("train", "validation", "test"), data_dir=None
     return result
 
 
-def preview_grid(data, out, *, split="train", n=16, columns=4, tile=256, seed=0, data_dir=None) -> Path:
-    """Write a PNG grid of ``n`` random images of ``split`` with their masks overlaid, named."""
+def preview_grid(data, out, *, split="train", n=16, columns=4, seed=0, data_dir=None) -> Path:
+    """Write a figure of ``n`` random images of ``split`` with their masks, each named."""
+    from buildings.figures import Panel, panels_figure
+
     source = open_split(data, split, data_dir)
     n = min(n, len(source))
     picks = np.random.default_rng(seed).choice(len(source), size=n, replace=False)
-    tiles = []
+    panels = []
     for index in sorted(picks.tolist()):
         record = source[index]
         image, mask = decode_record(record)
-        shown = source.task.overlay(image, mask) if bool(record.get("has_mask", True)) else image
-        shown = cv2.resize(shown, (tile, tile), interpolation=cv2.INTER_AREA)
-        tiles.append(put_label(shown, record_name(record)))
-    return write_grid_png(out, tiles, columns=columns)
+        panels.append(Panel(record_name(record), image, truth=mask if bool(record.get("has_mask", True)) else None))
+    title = f"{source.label} {split}: {n} random images of {len(source)}, with their masks"
+    return panels_figure(out, panels, title=title, task=source.task, columns=columns)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from buildings.errors import ConfigError
@@ -20,7 +19,6 @@ from buildings.formats.label_maps import confusion_matrix, score_confusion
 from buildings.formats.submission import image_dice, image_iou
 from buildings.inference.postprocess import Postprocess
 from buildings.inference.predictor import Predictor
-from buildings.visualize import outline, overlay_labels, put_label, write_grid_png
 
 __all__ = ["DEFAULT_THRESHOLDS", "Evaluation", "evaluate"]
 
@@ -64,8 +62,8 @@ def evaluate(predictor: Predictor, data, split: str = "validation", data_dir=Non
     :class:`~buildings.data.splits.SplitSource`).
 
     ``thresholds`` (binary models): also the contest Dice at each (``Evaluation.threshold_dice``).
-    ``gallery``: a PNG of the ``gallery_n`` worst images (binary: truth outlined in green,
-    prediction in red; multi-class: truth | prediction colours).
+    ``gallery``: a PNG figure of the ``gallery_n`` worst images (binary: found buildings, false
+    positives and misses in three colours; multi-class: predicted classes, wrong pixels outlined).
     """
     from buildings.data.splits import SplitSource, decode_record, open_split, record_name
 
@@ -127,23 +125,17 @@ def evaluate(predictor: Predictor, data, split: str = "validation", data_dir=Non
         result.n_empty = empty
         result.threshold_dice = {t: float(np.mean(v)) for t, v in sweep.items()}
     if gallery is not None:
-        _write_gallery(gallery, worst_pool, task)
+        _write_gallery(gallery, worst_pool, task, source)
     return result
 
 
-def _write_gallery(path, items, task, tile: int = 320) -> None:
-    """Worst images with their name and score. Binary: truth outlined in green, prediction in red.
-    Multi-class: truth colours on the left half, prediction colours on the right."""
-    tiles = []
-    for score, name, image, truth, pred in items:
-        if task.binary:
-            shown = outline(outline(image.copy(), truth, (0, 255, 0)), pred, (255, 0, 0))
-            shown = cv2.resize(shown, (tile, tile), interpolation=cv2.INTER_AREA)
-            label = f"{name} dice {score:.3f}"
-        else:
-            half = (tile // 2, tile // 2)
-            shown = np.hstack([cv2.resize(overlay_labels(image, truth), half, interpolation=cv2.INTER_NEAREST),
-                               cv2.resize(overlay_labels(image, pred), half, interpolation=cv2.INTER_NEAREST)])
-            label = f"{name} acc {score:.3f}"
-        tiles.append(put_label(shown, label, scale=0.5))
-    write_grid_png(path, tiles, columns=4)
+def _write_gallery(path, items, task, source) -> None:
+    """The worst images, each with its name and score, truth against prediction, with a legend."""
+    from buildings.figures import Panel, panels_figure
+
+    score_name = "Dice" if task.binary else "accuracy"
+    panels = [Panel(name, image, truth=truth, prediction=pred, score=score, score_name=score_name)
+              for score, name, image, truth, pred in items]
+    title = (f"The {len(panels)} worst {source.split} images by {score_name} "
+             f"(of {len(source)} in {source.label})")
+    panels_figure(path, panels, title=title, task=task)

@@ -143,8 +143,17 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
         if not local_file.is_file():
             raise ConfigError(f"encoder weights file not found: {local_file}")
     constructor = getattr(keras.applications, spec.constructor)
-    backbone = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
-                           input_shape=(None, None, 3))
+    try:
+        backbone = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
+                               input_shape=(None, None, 3))
+    except Exception as err:  # keras.utils.get_file raises a bare Exception("URL fetch failure on ...")
+        if weights != "imagenet" or "fetch failure" not in str(err).lower():
+            raise
+        raise ConfigError(
+            f"--encoder-weights imagenet: could not download the {spec.constructor} weights "
+            f"({str(err).splitlines()[0]}). Offline, put the file keras.applications wants in "
+            f"~/.keras/models/, pass a local file (--encoder-weights PATH, saved with encoder.save_weights), "
+            f"or train from scratch (--encoder-weights none)") from None
     if local_file is not None:
         try:
             backbone.load_weights(str(local_file))

@@ -1,9 +1,9 @@
-"""Where and how the computation runs: the device and its memory (``device``), and two changes to
+"""Where and how the computation runs: the device and its memory (``device``), and changes to
 Keras internals that make Keras on torch as fast and as lean as plain PyTorch: ``torch_speedups``
-(convolution layout, fused BatchNorm) and ``graph_memory`` (functional models free intermediates).
-Both are installed explicitly where work starts — :func:`install_patches`, called by training,
-prediction and the benchmarks — and both fall back to plain Keras, with one logged line, on Keras
-versions they were not verified against."""
+(convolution layout, fused BatchNorm), ``graph_memory`` (functional models free intermediates) and
+``lazy_tensorflow`` (no TensorFlow import on the torch / jax backends). All are installed explicitly
+where work starts — :func:`install_patches`, called by training, prediction and the benchmarks — and
+all fall back to plain Keras, with one logged line, on Keras versions they were not verified against."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ __all__ = ["install_patches"]
 
 def install_patches() -> dict:
     """Install the Keras patches that apply here; returns which are active."""
-    from buildings.runtime import graph_memory, torch_speedups
+    from buildings.runtime import graph_memory, lazy_tensorflow, torch_speedups
 
     torch_speedups.install()
-    return {**torch_speedups.installed(), "free_intermediates": graph_memory.install()}
+    return {**torch_speedups.installed(), "free_intermediates": graph_memory.install(),
+            "no_tensorflow_import": lazy_tensorflow.install()}

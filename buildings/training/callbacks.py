@@ -1,5 +1,6 @@
-"""Callbacks of ``buildings fit`` beyond Keras's own: throughput and learning rate in the logs,
-and a wall-time budget."""
+"""Callbacks of ``buildings fit`` beyond Keras's own: throughput and learning rate in the logs, a
+wall-time budget, the per-epoch commit to the run directory, plain-line progress for logs, and the
+run-time estimate after the first steps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import keras
 
-__all__ = ["Throughput", "TimeBudget"]
+__all__ = ["EpochCommit", "LineBar", "LineProgress", "RunEstimate", "Throughput", "TimeBudget"]
 
 
 class Throughput(keras.callbacks.Callback):
@@ -36,9 +37,11 @@ class TimeBudget(keras.callbacks.Callback):
 
     def __init__(self, minutes: float, start: float):
         super().__init__()
+        self.minutes = minutes
         self.seconds = minutes * 60
         self.start = start
         self.epoch_start = start
+        self.reason: str | None = None  # why it stopped the run, for the user
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
@@ -47,6 +50,8 @@ class TimeBudget(keras.callbacks.Callback):
         now = time.perf_counter()
         if now - self.start + (now - self.epoch_start) > self.seconds:
             self.model.stop_training = True
+            self.reason = (f"stopped after epoch {epoch + 1}: another epoch would pass the {self.minutes:g}-minute "
+                           f"budget (--max-minutes)")
 
 
 class EpochCommit(keras.callbacks.Callback):
@@ -64,3 +69,108 @@ class EpochCommit(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.run.commit_epoch(self.model, epoch=epoch, phase=self.phase, logs=dict(logs or {}), monitor=self.monitor,
                               export=self.export)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class LineProgress(keras.callbacks.Callback):
+    """Progress for logs and CI (output not a terminal): one plain line per ``every`` share of an
+    epoch with its rate and ETA, and one line per finished epoch with its metrics; no escape codes.
+    Keras's own bar (verbose 1) redraws with control characters, fine on a terminal only."""
+
+    def __init__(self, *, steps: int, batch_size: int, epochs: int, every: float = 0.05, write=None):
+        super().__init__()
+        self.steps, self.batch_size, self.epochs, self.every = steps, batch_size, epochs, every
+        self.write = write or (lambda line: print(line, flush=True))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        self.next_share = self.every
+        self.epoch_number = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = batch + 1
+        share = done / self.steps
+        if share + 1e-9 < self.next_share and done < self.steps:
+            return
+        self.next_share = (int(share / self.every + 1e-9) + 1) * self.every
+        elapsed = time.perf_counter() - self.start
+        loss = f", loss {logs['loss']:.4f}" if logs and "loss" in logs else ""
+        self.write(f"epoch {self.epoch_number}/{self.epochs} {share:4.0%} ({done}/{self.steps} steps), "
+                   f"{done * self.batch_size / max(elapsed, 1e-9):.1f} images/s, "
+                   f"ETA {_duration(elapsed / done * (self.steps - done))}{loss}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = " ".join(f"{k} {v:.4g}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float)))
+        self.write(f"epoch {epoch + 1}/{self.epochs} done in {_duration(time.perf_counter() - self.start)}: {shown}")
+
+
+class RunEstimate(keras.callbacks.Callback):
+    """After the first steps (the first one compiles and is not counted), says how long an epoch and
+    the run will take; on a CPU with a long estimate, suggests settings that fit a CPU."""
+
+    CPU_RECIPE = ("buildings fit --model unet --model-option filters=16 --image-size 256 --batch-size 4 "
+                  "--aug light --lr 3e-3 --epochs 12")
+
+    def __init__(self, *, steps: int, epochs: int, first_epoch: int, accelerator: bool, after: int = 3,
+                 write=None):
+        super().__init__()
+        self.steps, self.epochs, self.first_epoch, self.accelerator = steps, epochs, first_epoch, accelerator
+        self.after = max(2, min(after, steps))
+        self.write = write or (lambda line: print(line, flush=True))
+        self.done = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.done:
+            return
+        if batch == 0:
+            self.mark = time.perf_counter()
+            return
+        if batch + 1 < self.after:
+            return
+        self.done = True
+        per_step = (time.perf_counter() - self.mark) / batch
+        epoch = per_step * self.steps
+        left = epoch * (self.epochs - self.first_epoch)
+        self.write(f"about {per_step:.2f} s a step: an epoch ({self.steps} steps) takes about {_duration(epoch)}, "
+                   f"the {self.epochs - self.first_epoch} epochs left about {_duration(left)} plus validation")
+        if not self.accelerator and left > 3600:
+            self.write(f"no GPU is visible: on a CPU, a smaller recipe trains in minutes, e.g. {self.CPU_RECIPE} "
+                       f"(or cap the run with --max-minutes)")
+
+
+class LineBar:
+    """A progress bar for logs: ``with LineBar(n, "predicting") as bar: bar.update(1)`` prints one
+    plain line per ``every`` share of ``n`` with the rate and the ETA (what ``buildings predict`` and
+    ``evaluate`` show when their output is not a terminal)."""
+
+    def __init__(self, length: int, label: str, *, unit: str = "images", every: float = 0.05, write=None):
+        self.length, self.label, self.unit, self.every = max(length, 1), label, unit, every
+        self.write = write or (lambda line: print(line, flush=True))
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.done = 0
+        self.next_share = self.every
+        return self
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        share = self.done / self.length
+        if share + 1e-9 < self.next_share and self.done < self.length:
+            return
+        self.next_share = (int(share / self.every + 1e-9) + 1) * self.every
+        elapsed = time.perf_counter() - self.start
+        self.write(f"{self.label} {share:4.0%} ({self.done}/{self.length} {self.unit}), "
+                   f"{self.done / max(elapsed, 1e-9):.2f} {self.unit}/s, "
+                   f"ETA {_duration(elapsed / self.done * max(self.length - self.done, 0))}")
+
+    def __exit__(self, *exc) -> None:
+        return None

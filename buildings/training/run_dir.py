@@ -2,7 +2,9 @@
 
     runs/<model>-<YYYYmmdd-HHMMSS>[-N]/
       config.json   every option, package versions, backend, device, git commit, command
-      history.csv   one row per finished epoch (losses, metrics, learning rate, images/s)
+      history.csv   one row per finished epoch, numbered from 1 as Keras's progress bar does (losses,
+                    metrics, learning rate, images/s)
+      curves.png    losses and validation metrics per epoch, the best epoch marked (rewritten each epoch)
       best.keras    the checkpoint with the best monitored validation score; last.keras the latest
       summary.json  best score, its epoch, wall time, throughput
       backup/       state.json + the weights (model and optimizer) of the last two finished epochs
@@ -18,7 +20,7 @@ commit point — and finally the pending best checkpoint is renamed to best.kera
 than the previous epoch's are deleted. A ``kill -9`` at any instant leaves the previous commit
 whole: :meth:`RunDirectory.recover` reads state.json, completes or discards a pending best
 checkpoint, drops history rows the state does not cover, and falls back to the previous epoch's
-weights if the latest cannot be read.
+weights if the latest cannot be read. curves.png is drawn from history.csv after the commit.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class RunDirectory:
     summary_path = property(lambda self: self.path / "summary.json")
     best_path = property(lambda self: self.path / "best.keras")
     last_path = property(lambda self: self.path / "last.keras")
+    curves_path = property(lambda self: self.path / "curves.png")
     backup_dir = property(lambda self: self.path / "backup")
 
     # -- creating and reopening ----------------------------------------------------------------
@@ -182,7 +185,15 @@ class RunDirectory:
                             previous=previous.without_previous() if previous else None)
         write_text(self.state_path, json.dumps(state.as_dict(), indent=2) + "\n")  # the commit point
         self._finish(state)
+        self.write_curves(monitor)
         return state
+
+    def write_curves(self, monitor: str) -> Path:
+        """Draw curves.png from history.csv."""
+        from buildings.figures import curves_figure
+
+        return curves_figure(self.curves_path, self.history(), monitor=monitor,
+                             title=f"{self.path.name}: training curves ({monitor} picks the best epoch)")
 
     def recover(self) -> BackupState | None:
         """Bring the run directory back to its last committed epoch after a crash or ``kill -9``;
@@ -241,7 +252,8 @@ class RunDirectory:
 
     def _write_history(self, epoch: int, logs: dict) -> None:
         fields, rows = self._history_rows()
-        rows = [row for row in rows if row["epoch"] < epoch] + [{"epoch": epoch, **logs}]
+        number = epoch + 1  # as Keras's progress bar counts ("Epoch 1/12"): 1-based wherever a user reads it
+        rows = [row for row in rows if row["epoch"] < number] + [{"epoch": number, **logs}]
         fields = ["epoch"] + sorted({*[f for f in fields if f != "epoch"], *logs})
         self._write_rows(fields, rows)
 
@@ -253,9 +265,10 @@ class RunDirectory:
         write_text(self.history_path, out.getvalue())
 
     def truncate_history(self, first_epoch: int) -> None:
-        """Drop history rows of epochs >= ``first_epoch`` (written before a kill, to be redone)."""
+        """Drop history rows of 0-based epochs >= ``first_epoch`` (written before a kill, to be redone);
+        history.csv numbers epochs from 1, so that is rows numbered above ``first_epoch``."""
         fields, rows = self._history_rows()
-        kept = [row for row in rows if row["epoch"] < first_epoch]
+        kept = [row for row in rows if row["epoch"] <= first_epoch]
         if fields and len(kept) != len(rows):
             self._write_rows(fields, kept)
 

@@ -10,6 +10,7 @@ continues, so the per-step warmup + cosine schedule carries on).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,12 +20,13 @@ import keras
 
 from buildings.data.pipeline import SegmentationBatches
 from buildings.data.splits import open_split
+from buildings.errors import ConfigError
 from buildings.losses import get_loss
 from buildings.models import build_model, get_encoder
 from buildings.runtime import install_patches
 from buildings.runtime.device import accelerator_available, describe_device
 from buildings.task import Task
-from buildings.training.callbacks import EpochCommit, Throughput, TimeBudget
+from buildings.training.callbacks import EpochCommit, LineProgress, RunEstimate, Throughput, TimeBudget
 from buildings.training.config import PRECISIONS, FitConfig, resolve_with_data
 from buildings.training.run_dir import RunDirectory, git_commit, package_versions
 from buildings.training.training_model import TrainingModel
@@ -42,6 +44,7 @@ class RunResult:
     initial_epoch: int
     wall_seconds: float
     summary: dict
+    stop_reason: str | None = None  # why training ended before its last epoch (None: it ran them all)
 
     @property
     def best_dice(self) -> float | None:
@@ -77,6 +80,17 @@ def _eval_batch_size(model, source, image_size) -> int:
     else:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     return batch_size_for([model], -(-height // 32) * 32, -(-width // 32) * 32)
+
+
+def _tensorboard(log_dir):
+    """Keras's TensorBoard callback, or one clear line when its writer is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
+    if missing:  # Keras writes its logs with tf.summary, which needs both (TF 2.21 no longer brings tensorboard)
+        raise ConfigError(f"--tensorboard needs {' and '.join(missing)} (Keras writes the logs with tf.summary): "
+                          f"pip install -e \".[tensorboard]\"")
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir))
 
 
 def _restore(model, run: RunDirectory, state, phase: int, done_steps: int) -> None:
@@ -147,13 +161,23 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
         run.reset()
     monitor = task.monitor
     own_callbacks = [keras.callbacks.TerminateOnNaN(), Throughput(config.batch_size)]
+    budget = early = None
     if config.max_minutes:
-        own_callbacks.append(TimeBudget(config.max_minutes, time.perf_counter()))
+        budget = TimeBudget(config.max_minutes, time.perf_counter())
+        own_callbacks.append(budget)
     if config.early_stopping:
-        own_callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
-                                                           patience=config.early_stopping))
+        early = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.early_stopping)
+        own_callbacks.append(early)
     if config.tensorboard:
-        own_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.path / "logs")))
+        own_callbacks.append(_tensorboard(run.path / "logs"))
+    verbose = config.verbose
+    if verbose == "auto":  # Keras's bar on a terminal; plain lines with rate and ETA in logs and CI
+        verbose = 1 if sys.stdout.isatty() else 0
+        if not verbose:
+            own_callbacks.append(LineProgress(steps=steps, batch_size=config.batch_size, epochs=config.epochs))
+    if verbose != 0 or config.verbose == "auto":
+        own_callbacks.append(RunEstimate(steps=steps, epochs=config.epochs, first_epoch=start_epoch,
+                                         accelerator=accelerator))
 
     started = time.perf_counter()
     phases = [(0, freeze, False), (freeze, config.epochs, True)] if freeze else [(0, config.epochs, True)]
@@ -175,22 +199,33 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
         commit = EpochCommit(run, phase=index, monitor=monitor, export=model)
         history = trainer.fit(train, validation_data=validation, epochs=last, initial_epoch=begin,
                             steps_per_epoch=steps, callbacks=[*own_callbacks, *callbacks, commit],
-                            verbose=config.verbose)
+                            verbose=verbose)
         epochs_run += len(history.epoch)
         if trainer.stop_training:
             break
     wall = time.perf_counter() - started
+    stop_reason = None
+    finished = start_epoch + epochs_run
+    if finished < config.epochs:
+        if budget is not None and budget.reason:
+            stop_reason = budget.reason
+        elif early is not None and early.stopped_epoch:
+            stop_reason = (f"stopped early after epoch {finished}: {monitor} did not improve for "
+                           f"{config.early_stopping} epochs (--early-stopping)")
+        else:
+            stop_reason = f"stopped after epoch {finished}: the loss became NaN or infinite"
 
     summary = {"epochs_run_this_call": epochs_run, "initial_epoch": start_epoch, "wall_seconds": wall,
+               "stop_reason": stop_reason,
                "backend": keras.backend.backend(), "device": device}
     history = run.history()
     if monitor in history and len(history):
         best_row = history.loc[history[monitor].idxmax()]
         summary.update({f"best_{monitor}": float(best_row[monitor]), "best_epoch": int(best_row["epoch"]),
-                        "epochs_total": int(history["epoch"].max()) + 1})
+                        "epochs_total": int(history["epoch"].max())})
     if "images_per_s" in history:
         summary["mean_images_per_s"] = float(history["images_per_s"].mean())
     summary = run.write_summary(summary, resumed=resume)
     return RunResult(run_dir=run.path, best_score=summary.get(f"best_{monitor}"), monitor=monitor,
                      best_epoch=summary.get("best_epoch"), epochs_run=epochs_run, initial_epoch=start_epoch,
-                     wall_seconds=wall, summary=summary)
+                     wall_seconds=wall, summary=summary, stop_reason=stop_reason)

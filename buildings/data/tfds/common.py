@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,17 @@ def example(name: str, image_bytes: bytes, mask: np.ndarray | None, shape: tuple
     return {"image": image_bytes, "mask": encode_label_png(mask), "has_mask": has_mask, "name": name}
 
 
+
+class _NotNews(logging.Filter):
+    """TFDS warns that a dataset folder it is about to create "has no dataset_info.json": of course."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("Variant folder") and "has no" in str(record.msg))
+
+
+logging.getLogger("absl").addFilter(_NotNews())  # TFDS logs through absl's Python logger
+
+
 def build_tfds(builder_class, manual_dir, data_dir=None, *, config=None, overwrite: bool = False) -> Path:
     """Build ``builder_class`` (array_record, no TensorFlow needed) from the files in ``manual_dir``;
     returns the version folder (an existing one is kept as it is unless ``overwrite``).
@@ -87,6 +100,8 @@ def build_tfds(builder_class, manual_dir, data_dir=None, *, config=None, overwri
     if (target / "dataset_info.json").is_file() and not overwrite:
         return target
     final.check_download(manual_dir)  # fail fast on names, text and image counts
+    if not sys.stderr.isatty():  # tqdm's bars are escape codes and a line per redraw in a log
+        tfds.disable_progress_bar()
     with atomic_dir(target) as staging, contextlib.redirect_stdout(io.StringIO()):  # TFDS prints the staging path
         builder = builder_class(data_dir=str(staging / "tfds"), config=config)
         try:
