@@ -198,6 +198,9 @@ def data():
 @click.option("--overwrite", is_flag=True, help="Rebuild even if the dataset exists.")
 def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_percent, overwrite):
     """Package a contest download as a TFDS dataset (array_record, no TensorFlow needed)."""
+    import time
+
+    started = time.time()
     if dataset == "land_parcels":
         from buildings.data.tfds.land_parcels import build_land_parcels
 
@@ -207,7 +210,10 @@ def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_pe
         from buildings.data.tfds.tianchi_buildings import build_dataset
 
         path = build_dataset(manual_dir, data_dir, config=config, overwrite=overwrite)
-    click.echo(f"built {path}")
+    if (path / "dataset_info.json").stat().st_mtime < started:  # the builders keep a complete dataset
+        click.echo(f"already built: {path} (kept as it is; --overwrite rebuilds it)")
+    else:
+        click.echo(f"built {path}")
 
 
 @data.command("stats")
@@ -354,6 +360,11 @@ def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags
     config = make_fit_config(flags=given, model_options=model_option, config_file=config_file,
                              resume_dir=resume_dir)
     click.echo(f"backend {_device()}; model {config.model}; data {config.data}", err=True)
+    if resume_dir:
+        from buildings.training.run_dir import RunDirectory
+
+        finished = RunDirectory(resume_dir).finished_epochs()
+        click.echo(f"resuming {resume_dir} after epoch {finished} of {config.epochs}", err=True)
     result = fit(config, resume=bool(resume_dir), command=shlex.join(sys.argv))
     best = "n/a" if result.best_score is None else f"{result.best_score:.4f} (epoch {result.best_epoch})"
     if result.stop_reason:

@@ -24,8 +24,9 @@ from buildings.visualize import PALETTE
 __all__ = ["Panel", "curves_figure", "panels_figure"]
 
 # Binary masks: where truth and prediction agree, where the prediction adds, where it misses.
-HIT, FALSE_POSITIVE, MISS = (40, 200, 60), (235, 30, 30), (30, 140, 255)
-TRUTH_ONLY, PREDICTION_ONLY = (40, 200, 60), (255, 200, 0)
+# Yellow, red and blue stand out on vegetation, roofs and roads alike (green would vanish on grass).
+HIT, FALSE_POSITIVE, MISS = (255, 215, 0), (235, 30, 30), (30, 140, 255)
+TRUTH_ONLY, PREDICTION_ONLY = (255, 215, 0), (255, 120, 0)
 
 
 @dataclass
@@ -56,6 +57,7 @@ def _binary_panel(panel: Panel) -> np.ndarray:
     if truth is not None and pred is not None:
         for where, colour in ((truth & pred, HIT), (pred & ~truth, FALSE_POSITIVE), (truth & ~pred, MISS)):
             _tint(shown, where, colour, alpha=0.5)
+            _outline(shown, where, colour)
     else:
         mask, colour = (truth, TRUTH_ONLY) if truth is not None else (pred, PREDICTION_ONLY)
         if mask is not None:

@@ -188,3 +188,23 @@ def test_imagenet_weights_offline_is_one_line_with_the_alternatives(monkeypatch)
     message = str(caught.value)
     assert "\n" not in message and "could not download" in message
     assert "--encoder-weights PATH" in message and "--encoder-weights none" in message
+
+
+def test_rerunning_over_existing_output_says_what_it_does(synth_contest, synth_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from buildings.cli import main
+
+    runner = CliRunner()
+    build = ["data", "build", "--manual-dir", str(synth_contest), "--data-dir", str(tmp_path / "tfds"),
+             "--config", "val20"]
+    first, second = runner.invoke(main, build), runner.invoke(main, build)
+    assert first.exit_code == 0 and first.output.startswith("built "), first.output
+    assert second.exit_code == 0 and second.output.startswith("already built: "), second.output
+    assert "--overwrite" in second.output
+
+    run = tmp_path / "run"
+    fit(FitConfig(data=str(synth_dataset), epochs=1, run_dir=str(run), **TINY))
+    resumed = runner.invoke(main, ["fit", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming {run} after epoch 1 of 1" in resumed.output and "no epoch left to run" in resumed.output
