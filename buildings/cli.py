@@ -322,6 +322,9 @@ FIT_OPTIONS = [
     ("--max-minutes", "max_minutes", click.FloatRange(0, min_open=True), "Stop after this wall-time budget."),
     ("--workers", "workers", click.IntRange(1), "Loader workers (threads)."),
     ("--run-dir", "run_dir", str, "Run directory [default: runs/<model>-<time>]."),
+    ("--folds", "folds", click.IntRange(2),
+     "k-fold: split every labelled image (train + validation) into N folds by a hash of its name."),
+    ("--fold", "fold", click.IntRange(1), "k-fold: the fold (1..N) to validate on; train on the others."),
 ]
 
 

@@ -10,6 +10,7 @@ No TensorFlow is needed: records come from ``tfds.data_source`` (array_record).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from buildings.errors import ConfigError, DataError, DatasetNotFoundError
 from buildings.formats.images import decode_image
 from buildings.task import Task
 
-__all__ = ["SplitSource", "decode_record", "open_split", "record_name", "resolve_dataset_dir", "split_items"]
+__all__ = ["SplitSource", "decode_record", "fold_of", "kfold_sources", "open_split", "record_name", "resolve_dataset_dir",
+           "split_items"]
 
 
 @dataclass
@@ -140,3 +142,45 @@ def split_items(source: SplitSource) -> Iterator[tuple[str, Callable[[], np.ndar
     for index in range(len(source)):
         record = source[index]
         yield record_name(record), (lambda r=record: decode_record(r)[0])
+
+
+# -- k-fold: every labelled image (train + validation splits) in N folds by a hash of its name -------------
+class _Picked:
+    """Records ``picks`` ((source, index) pairs) of one or more sources, as one random-access list."""
+
+    def __init__(self, picks: list[tuple[SplitSource, int]]):
+        self.picks = picks
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, index: int) -> dict:
+        source, inner = self.picks[index]
+        return source[inner]
+
+
+def fold_of(name: str, folds: int) -> int:
+    """The fold (1..folds) of an image: bytes 4..8 of md5(name), so folds are independent of the
+    validation hold-out (bytes 0..4) and stable when images are added or removed."""
+    return int.from_bytes(hashlib.md5(name.encode("utf-8")).digest()[4:8], "big") % folds + 1
+
+
+def kfold_sources(train: SplitSource, validation: SplitSource, folds: int, fold: int) -> tuple[SplitSource, SplitSource]:
+    """(training, validation) of fold ``fold`` of ``folds`` over every labelled image of the dataset
+    (its train and validation splits together): validation is the images whose :func:`fold_of` is
+    ``fold``, training all the others, so the ``folds`` runs validate on every image exactly once."""
+    if not 2 <= folds or not 1 <= fold <= folds:
+        raise ConfigError(f"--fold must be 1..--folds (at least 2 folds), got fold {fold} of {folds}")
+    picks = {True: [], False: []}
+    for source in (train, validation):
+        for index in range(len(source)):
+            picks[fold_of(record_name(source[index]), folds) == fold].append((source, index))
+    total = len(picks[True]) + len(picks[False])
+    if not picks[True] or not picks[False]:
+        raise ConfigError(f"{train.directory}: fold {fold} of {folds} leaves {len(picks[True])} validation and "
+                          f"{len(picks[False])} training images of {total}; use fewer folds")
+    label = f"fold {fold}/{folds}"
+    return (SplitSource(records=_Picked(picks[False]), name=train.name, split=f"train ({label})",
+                        directory=train.directory, task=train.task),
+            SplitSource(records=_Picked(picks[True]), name=train.name, split=f"validation ({label})",
+                        directory=train.directory, task=train.task))

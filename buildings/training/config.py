@@ -64,6 +64,8 @@ class FitConfig:
     use_multiprocessing: bool = False
     run_dir: str | None = None
     verbose: str | int = "auto"
+    folds: int | None = None  # k-fold: train on every labelled image outside fold `fold` (1..folds),
+    fold: int | None = None   # validate on fold `fold` (buildings.data.splits.kfold_sources)
 
     @classmethod
     def from_dict(cls, values: dict) -> FitConfig:
@@ -92,6 +94,10 @@ class FitConfig:
             task = Task(self.num_classes)
             if self.loss is not None:
                 task.check_loss(self.loss)
+        if (self.folds is None) != (self.fold is None):
+            raise ConfigError("--folds and --fold go together: --folds N --fold K trains fold K (1..N)")
+        if self.folds is not None and not (self.folds >= 2 and 1 <= self.fold <= self.folds):
+            raise ConfigError(f"--fold must be 1..--folds (at least 2 folds), got fold {self.fold} of {self.folds}")
         resolve_options(self.model, **self.model_kwargs())
 
     def model_kwargs(self) -> dict:

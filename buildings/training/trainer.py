@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 
 from buildings.data.pipeline import SegmentationBatches
-from buildings.data.splits import open_split
+from buildings.data.splits import kfold_sources, open_split
 from buildings.errors import ConfigError
 from buildings.losses import get_loss
 from buildings.models import build_model, get_encoder
@@ -129,6 +129,8 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
 
     train_source = open_split(config.data, "train", config.data_dir)
     val_source = open_split(config.data, "validation", config.data_dir)
+    if config.folds:
+        train_source, val_source = kfold_sources(train_source, val_source, config.folds, config.fold)
     config = resolve_with_data(config, train_source)
     task = train_source.task
     loader = {"workers": config.workers, "use_multiprocessing": config.use_multiprocessing}
