@@ -8,9 +8,11 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
+from pathlib import Path
 
 import click
 
@@ -378,10 +380,12 @@ def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags
                f"best validation score {best}")
 
 
-def _predictor_options(function=None, *, threshold: bool = True):
-    """The options every prediction command shares; ``threshold=False`` where the command finds it."""
+def _predictor_options(function=None, *, threshold: bool = True, post: bool = True, tuned: bool = True):
+    """The options every prediction command shares; ``threshold=False`` / ``post=False`` where the
+    command finds the threshold / the post-processing itself, ``tuned=False`` where a tuned choice
+    (``--postprocess``) does not apply."""
     if function is None:
-        return lambda f: _predictor_options(f, threshold=threshold)
+        return lambda f: _predictor_options(f, threshold=threshold, post=post, tuned=tuned)
     options = [
         click.option("--checkpoint", "checkpoints", multiple=True, required=True,
                      type=click.Path(dir_okay=False), help="A .keras checkpoint; repeat for an ensemble."),
@@ -392,11 +396,17 @@ def _predictor_options(function=None, *, threshold: bool = True):
                      help="Test-time augmentation (mean of probabilities)."),
         *([click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
                         show_default=True, help="Probability above which a pixel is a building (binary "
-                                                "models; `buildings tune-threshold` finds the best).")]
+                                                "models; `buildings tune` finds the best).")]
           if threshold else []),
-        click.option("--min-area", type=click.IntRange(0), default=0, show_default=True,
-                     help="Drop predicted components smaller than this many pixels."),
-        click.option("--fill-holes", is_flag=True, help="Fill holes inside predicted buildings."),
+        *([click.option("--min-area", type=click.IntRange(0), default=0, show_default=True,
+                        help="Drop predicted components smaller than this many pixels."),
+           click.option("--fill-holes", is_flag=True, help="Fill holes inside predicted buildings.")]
+          if post else []),
+        *([click.option("--postprocess", "postprocess_from", default="auto", show_default=True,
+                        help="Tuned post-processing to apply: auto (the postprocess.json `buildings tune` wrote "
+                             "beside the first checkpoint, if any), none, or a postprocess.json path; "
+                             "--threshold, --min-area and --fill-holes given here override it.")]
+          if tuned else []),
         click.option("--tile", type=click.IntRange(32), default=512, show_default=True,
                      help="Window side for larger images (multiple of 32)."),
         click.option("--overlap", type=click.IntRange(0), default=128, show_default=True,
@@ -411,6 +421,36 @@ def _predictor_options(function=None, *, threshold: bool = True):
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def _postprocessing(ctx, checkpoints, threshold, min_area, fill_holes, postprocess_from):
+    """(threshold, Postprocess) to apply: the tuned choice (``--postprocess``), with the flags given on
+    the command line overriding it; says on stderr what is applied and where it came from."""
+    from click.core import ParameterSource
+
+    from buildings.inference import Postprocess, choice_path, load_choice
+
+    given = {name for name in ("threshold", "min_area", "fill_holes")
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    path = None
+    if postprocess_from == "auto":
+        candidate = choice_path(checkpoints[0])
+        path = candidate if candidate.is_file() else None
+    elif postprocess_from != "none":
+        path = Path(postprocess_from)
+        if not path.is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="--postprocess")
+    if path is None:
+        post = Postprocess(min_area, fill_holes)
+        source = "flags"
+    else:
+        choice = load_choice(path)
+        threshold = threshold if "threshold" in given else choice.threshold
+        post = dataclasses.replace(choice.postprocess, **{k: v for k, v in (("min_area", min_area),
+                                                                             ("fill_holes", fill_holes)) if k in given})
+        source = f"{path}" + (f", overridden by --{', --'.join(sorted(given)).replace('_', '-')}" if given else "")
+    click.echo(f"post-processing: threshold {threshold:g}, {post.describe()} (from {source})", err=True)
+    return threshold, post
 
 
 def _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size):
@@ -441,16 +481,18 @@ def _bar(length, label):
               show_default=True, help="rle: name<TAB>rle lines (Tianchi; binary models); png-zip: result.zip "
               "of class-index PNGs named like the images (地块分割); auto: rle for binary models, png-zip "
               "for multi-class ones.")
-def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap, batch_size,
-                    data_, data_dir, images, out, save_masks, save_overlays, output_format):
+@click.pass_context
+def predict_command(ctx, checkpoints, weights, vote, tta, threshold, min_area, fill_holes, postprocess_from, tile,
+                    overlap, batch_size, data_, data_dir, images, out, save_masks, save_overlays, output_format):
     """Predict masks and write the contest submission: the Tianchi RLE file (test split in
     sample-submit order) for binary models, a result.zip of label PNGs for multi-class ones."""
     from buildings.data.splits import open_split, split_items
     from buildings.formats.images import iter_images
-    from buildings.inference import Postprocess, write_predictions
+    from buildings.inference import write_predictions
 
     if not (out or save_masks or save_overlays):
         raise click.UsageError("nothing to write: give --out, --save-masks or --save-overlays")
+    threshold, post = _postprocessing(ctx, checkpoints, threshold, min_area, fill_holes, postprocess_from)
     predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
     data_task = None
     if images:
@@ -460,7 +502,7 @@ def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_h
         items, data_task = list(split_items(source)), source.task
     click.echo(f"{len(predictor.models)} model(s), tta {tta}, {_device()}", err=True)
     with _bar(len(items), "predicting") as bar:
-        report = write_predictions(predictor, items, out, postprocess=Postprocess(min_area, fill_holes),
+        report = write_predictions(predictor, items, out, postprocess=post,
                                    save_masks=save_masks, save_overlays=save_overlays,
                                    output_format=output_format, data_task=data_task, progress=bar.update)
     click.echo(report.describe() + (f"; wrote {out}" if out else ""))
@@ -472,17 +514,19 @@ def predict_command(checkpoints, weights, vote, tta, threshold, min_area, fill_h
 @click.option("--gallery", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG figure of the 8 worst images (truth vs prediction, with scores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
-def evaluate_command(checkpoints, weights, vote, tta, threshold, min_area, fill_holes, tile, overlap, batch_size,
-                     data_, data_dir, split, gallery, as_json):
+@click.pass_context
+def evaluate_command(ctx, checkpoints, weights, vote, tta, threshold, min_area, fill_holes, postprocess_from, tile,
+                     overlap, batch_size, data_, data_dir, split, gallery, as_json):
     """Scores of checkpoint(s) on a labelled split: contest Dice, IoU, precision and recall for
     binary models; per-class IoU, mIoU, FWIoU and pixel accuracy for every model."""
     from buildings.data.splits import open_split
-    from buildings.inference import Postprocess, evaluate
+    from buildings.inference import evaluate
 
+    threshold, post = _postprocessing(ctx, checkpoints, threshold, min_area, fill_holes, postprocess_from)
     predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
     source = open_split(data_, split, data_dir)
     with _bar(len(source), "evaluating") as bar:
-        result = evaluate(predictor, source, postprocess=Postprocess(min_area, fill_holes), gallery=gallery,
+        result = evaluate(predictor, source, postprocess=post, gallery=gallery,
                           progress=bar.update)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
@@ -506,7 +550,7 @@ def _print_evaluation(result) -> None:
 
 
 @main.command("tune-threshold")
-@_predictor_options(threshold=False)
+@_predictor_options(threshold=False, tuned=False)
 @click.option("--split", default="validation", show_default=True,
               help="Labelled split to tune on (never the test split).")
 def tune_threshold_command(checkpoints, weights, vote, tta, min_area, fill_holes, tile, overlap,
@@ -524,6 +568,33 @@ def tune_threshold_command(checkpoints, weights, vote, tta, min_area, fill_holes
     for t, dice in sweep.items():
         click.echo(f"threshold {t:.2f}  contest Dice {dice:.4f}" + ("  <- best" if t == best else ""))
     click.echo(f"best threshold {best:.2f} (contest Dice {sweep[best]:.4f}); use --threshold {best:.2f}")
+
+
+@main.command("tune")
+@_predictor_options(threshold=False, post=False, tuned=False)
+@click.option("--split", default="validation", show_default=True,
+              help="Labelled split to tune on (the test split is refused).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the choice [default: postprocess.json beside the first checkpoint, which "
+                   "predict and evaluate then apply].")
+def tune_command(checkpoints, weights, vote, tta, tile, overlap, batch_size, data_, data_dir, split, out):
+    """Tune the threshold, min-area, hole filling and an empty-tile gate jointly for the contest Dice
+    on the validation split; write them where `buildings predict` applies them by default."""
+    from buildings.data.splits import open_split
+    from buildings.inference import choice_path, save_choice, tune_postprocess
+
+    if split == "test":
+        raise click.BadParameter("tuning on the test split would score the test on what was tuned on it",
+                                 param_hint="--split")
+    predictor = _make_predictor(checkpoints, weights, vote, tta, 0.5, tile, overlap, batch_size)
+    source = open_split(data_, split, data_dir)
+    with _bar(len(source), "predicting") as bar:
+        choice = tune_postprocess(predictor, source, checkpoints=checkpoints, progress=bar.update)
+    for label, dice in choice.steps:
+        click.echo(f"{label:<40} contest Dice {dice:.4f}")
+    path = save_choice(choice, out or choice_path(checkpoints[0]))
+    click.echo(f"chosen: {choice.describe()}: contest Dice {choice.score:.4f} on {split} "
+               f"(baseline {choice.baseline:.4f}); wrote {path}")
 
 
 @main.command("demo")

@@ -5,7 +5,8 @@
 * ``postprocess``  min-area and hole filling of building masks;
 * ``writers``      the outputs, as context managers: RLE submission, result.zip, mask / overlay PNGs;
 * ``predict``      ``write_predictions``: images → predictor → post-processing → writers;
-* ``evaluation``   scores on a labelled split (contest Dice, mIoU, threshold sweep, worst-image gallery).
+* ``evaluation``   scores on a labelled split (contest Dice, mIoU, threshold sweep, worst-image gallery);
+* ``tuning``       threshold, min-area, hole filling and empty-tile gate tuned jointly (postprocess.json).
 
 Names are loaded on first use (``from buildings.inference import Predictor``).
 """
@@ -14,13 +15,16 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["DEFAULT_THRESHOLDS", "Evaluation", "Postprocess", "PredictionReport", "Predictor", "evaluate",
-           "load_checkpoints", "write_predictions"]
+__all__ = ["DEFAULT_THRESHOLDS", "Choice", "Evaluation", "Postprocess", "PredictionReport", "Predictor",
+           "choice_path", "evaluate", "load_checkpoints", "load_choice", "save_choice", "tune_postprocess",
+           "write_predictions"]
 
 _HOMES = {"load_checkpoints": "checkpoints", "Predictor": "predictor", "tta_transforms": "predictor",
           "Postprocess": "postprocess", "fill_holes": "postprocess", "remove_small_components": "postprocess",
           "write_predictions": "predict", "PredictionReport": "predict", "open_writers": "writers",
-          "evaluate": "evaluation", "Evaluation": "evaluation", "DEFAULT_THRESHOLDS": "evaluation"}
+          "evaluate": "evaluation", "Evaluation": "evaluation", "DEFAULT_THRESHOLDS": "evaluation",
+          "tune_postprocess": "tuning", "Choice": "tuning", "load_choice": "tuning", "save_choice": "tuning",
+          "choice_path": "tuning"}
 
 
 def __getattr__(name: str):

@@ -88,7 +88,7 @@ def evaluate(predictor: Predictor, data, split: str = "validation", data_dir=Non
         probabilities = predictor.batch_probabilities([image for image, _ in decoded])
         for record, (image, truth), probs in zip(records, decoded, probabilities, strict=True):
             name = record_name(record)
-            labels = postprocess(predictor.mask(probs))
+            labels = postprocess(predictor.mask(probs), probs)
             image_confusion = confusion_matrix(truth, labels, n_classes)
             confusion += image_confusion
             if task.binary:  # the contest's per-image Dice and its companions
@@ -102,7 +102,7 @@ def evaluate(predictor: Predictor, data, split: str = "validation", data_dir=Non
                 else:
                     empty += 1
                 for t in sweep:
-                    sweep[t].append(image_dice(postprocess(task.to_mask(probs, t)).astype(bool), truth))
+                    sweep[t].append(image_dice(postprocess(task.to_mask(probs, t), probs).astype(bool), truth))
             else:  # per image: pixel accuracy and mean IoU over the classes it shows
                 image_score = score_confusion(image_confusion)
                 score, iou = image_score.accuracy, image_score.miou

@@ -90,7 +90,7 @@ def write_predictions(predictor: Predictor, items: Iterable, out=None, *, postpr
         def flush():
             probabilities = predictor.batch_probabilities([image for _, image in pending])
             for (name, image), probs in zip(pending, probabilities, strict=True):
-                mask = postprocess(predictor.mask(probs))  # checked above: a no-op for N classes
+                mask = postprocess(predictor.mask(probs), probs)  # checked above: a no-op for N classes
                 counts = np.bincount(mask.ravel(), minlength=task.score_classes)[:task.score_classes]
                 report.class_pixels = [a + int(b) for a, b in zip(report.class_pixels, counts, strict=True)]
                 report.empty += int(not counts[1:].any())
