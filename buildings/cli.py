@@ -325,7 +325,8 @@ FIT_OPTIONS = [
     ("--workers", "workers", click.IntRange(1), "Loader workers (threads)."),
     ("--run-dir", "run_dir", str, "Run directory [default: runs/<model>-<time>]."),
     ("--folds", "folds", click.IntRange(2),
-     "k-fold: split every labelled image (train + validation) into N folds by a hash of its name."),
+     "k-fold: split the training images into N folds by a hash of their names (the validation split stays "
+     "out, to tune and score the bag)."),
     ("--fold", "fold", click.IntRange(1), "k-fold: the fold (1..N) to validate on; train on the others."),
 ]
 

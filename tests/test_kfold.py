@@ -4,6 +4,7 @@ validation is disjoint from its training images, and the folds validate on every
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,22 +22,22 @@ def _names(source) -> list[str]:
     return [record_name(source[i]) for i in range(len(source))]
 
 
-def test_folds_partition_every_labelled_image(synth_dataset):
+def test_folds_partition_the_training_images(synth_dataset):
     train, validation = open_split(synth_dataset, "train"), open_split(synth_dataset, "validation")
-    labelled = set(_names(train)) | set(_names(validation))
+    training = set(_names(train))
     folds = 3
     seen = []
     for fold in range(1, folds + 1):
-        fold_train, fold_val = kfold_sources(train, validation, folds, fold)
+        fold_train, fold_val = kfold_sources(train, folds, fold)
         train_names, val_names = set(_names(fold_train)), set(_names(fold_val))
         assert not train_names & val_names, f"fold {fold}: validation images also in training"
-        assert train_names | val_names == labelled
+        assert train_names | val_names == training
+        assert not (train_names | val_names) & set(_names(validation)), "the validation split stays out of the folds"
         assert all(fold_of(n, folds) == fold for n in val_names)
         assert fold_val.split == f"validation (fold {fold}/{folds})"
         seen += sorted(val_names)
-    assert sorted(seen) == sorted(labelled), "the folds together validate on every image exactly once"
-    again = kfold_sources(train, validation, folds, 2)
-    assert _names(again[1]) == _names(kfold_sources(train, validation, folds, 2)[1])  # deterministic
+    assert sorted(seen) == sorted(training), "the folds together validate on every training image exactly once"
+    assert _names(kfold_sources(train, folds, 2)[1]) == _names(kfold_sources(train, folds, 2)[1])  # deterministic
 
 
 def test_fold_options_are_checked_before_any_data_is_read():
@@ -55,8 +56,7 @@ def test_a_fold_run_records_its_fold_and_fold_checkpoints_predict_as_an_ensemble
         assert result.exit_code == 0, result.output
         stored = json.loads((run / "config.json").read_text())
         assert (stored["options"]["folds"], stored["options"]["fold"]) == (2, fold)
-        train, validation = open_split(synth_dataset, "train"), open_split(synth_dataset, "validation")
-        expected = kfold_sources(train, validation, 2, fold)
+        expected = kfold_sources(open_split(synth_dataset, "train"), 2, fold)
         assert (stored["train_images"], stored["validation_images"]) == (len(expected[0]), len(expected[1]))
         runs.append(run / "best.keras")
     out = tmp_path / "bag.csv"
@@ -64,3 +64,15 @@ def test_a_fold_run_records_its_fold_and_fold_checkpoints_predict_as_an_ensemble
                                   "--data", str(synth_dataset), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_text().count("\n") == len(open_split(synth_dataset, "test"))
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "experiments" / "recipes").glob("*.json")),
+                         ids=lambda p: p.stem)
+def test_every_recipe_is_a_valid_fit_config(recipe):
+    from buildings.training.config import make_fit_config
+
+    payload = json.loads(recipe.read_text())
+    assert payload["comment"].strip() and payload["after"], "a recipe says why, and what comes after training"
+    config = make_fit_config(config_file=recipe)
+    config.check()  # every option known and valid, model options included
+    assert config.encoder_weights == "imagenet"

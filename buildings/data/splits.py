@@ -144,19 +144,18 @@ def split_items(source: SplitSource) -> Iterator[tuple[str, Callable[[], np.ndar
         yield record_name(record), (lambda r=record: decode_record(r)[0])
 
 
-# -- k-fold: every labelled image (train + validation splits) in N folds by a hash of its name -------------
+# -- k-fold: the training split in N folds by a hash of the image name --------------------------------------
 class _Picked:
-    """Records ``picks`` ((source, index) pairs) of one or more sources, as one random-access list."""
+    """Records ``picks`` (indices) of a source, as one random-access list."""
 
-    def __init__(self, picks: list[tuple[SplitSource, int]]):
-        self.picks = picks
+    def __init__(self, source: SplitSource, picks: list[int]):
+        self.source, self.picks = source, picks
 
     def __len__(self) -> int:
         return len(self.picks)
 
     def __getitem__(self, index: int) -> dict:
-        source, inner = self.picks[index]
-        return source[inner]
+        return self.source[self.picks[index]]
 
 
 def fold_of(name: str, folds: int) -> int:
@@ -165,22 +164,21 @@ def fold_of(name: str, folds: int) -> int:
     return int.from_bytes(hashlib.md5(name.encode("utf-8")).digest()[4:8], "big") % folds + 1
 
 
-def kfold_sources(train: SplitSource, validation: SplitSource, folds: int, fold: int) -> tuple[SplitSource, SplitSource]:
-    """(training, validation) of fold ``fold`` of ``folds`` over every labelled image of the dataset
-    (its train and validation splits together): validation is the images whose :func:`fold_of` is
-    ``fold``, training all the others, so the ``folds`` runs validate on every image exactly once."""
+def kfold_sources(train: SplitSource, folds: int, fold: int) -> tuple[SplitSource, SplitSource]:
+    """(training, validation) of fold ``fold`` of ``folds`` over the training split: validation is
+    the images whose :func:`fold_of` is ``fold``, training all the others, so the ``folds`` runs
+    validate on every training image exactly once. The dataset's own validation split stays out of
+    all folds: the held-out set on which the bag of fold models can be tuned and scored."""
     if not 2 <= folds or not 1 <= fold <= folds:
         raise ConfigError(f"--fold must be 1..--folds (at least 2 folds), got fold {fold} of {folds}")
     picks = {True: [], False: []}
-    for source in (train, validation):
-        for index in range(len(source)):
-            picks[fold_of(record_name(source[index]), folds) == fold].append((source, index))
-    total = len(picks[True]) + len(picks[False])
+    for index in range(len(train)):
+        picks[fold_of(record_name(train[index]), folds) == fold].append(index)
     if not picks[True] or not picks[False]:
         raise ConfigError(f"{train.directory}: fold {fold} of {folds} leaves {len(picks[True])} validation and "
-                          f"{len(picks[False])} training images of {total}; use fewer folds")
+                          f"{len(picks[False])} training images of {len(train)}; use fewer folds")
     label = f"fold {fold}/{folds}"
-    return (SplitSource(records=_Picked(picks[False]), name=train.name, split=f"train ({label})",
+    return (SplitSource(records=_Picked(train, picks[False]), name=train.name, split=f"train ({label})",
                         directory=train.directory, task=train.task),
-            SplitSource(records=_Picked(picks[True]), name=train.name, split=f"validation ({label})",
+            SplitSource(records=_Picked(train, picks[True]), name=train.name, split=f"validation ({label})",
                         directory=train.directory, task=train.task))

@@ -64,7 +64,7 @@ class FitConfig:
     use_multiprocessing: bool = False
     run_dir: str | None = None
     verbose: str | int = "auto"
-    folds: int | None = None  # k-fold: train on every labelled image outside fold `fold` (1..folds),
+    folds: int | None = None  # k-fold: train on the training images outside fold `fold` (1..folds),
     fold: int | None = None   # validate on fold `fold` (buildings.data.splits.kfold_sources)
 
     @classmethod

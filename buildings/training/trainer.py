@@ -130,7 +130,7 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
     train_source = open_split(config.data, "train", config.data_dir)
     val_source = open_split(config.data, "validation", config.data_dir)
     if config.folds:
-        train_source, val_source = kfold_sources(train_source, val_source, config.folds, config.fold)
+        train_source, val_source = kfold_sources(train_source, config.folds, config.fold)
     config = resolve_with_data(config, train_source)
     task = train_source.task
     loader = {"workers": config.workers, "use_multiprocessing": config.use_multiprocessing}
