@@ -135,6 +135,22 @@ def dilate_resnet(model: keras.Model, output_stride: int) -> keras.Model:
     return dilated
 
 
+def _keras_application(spec: EncoderSpec, weights):
+    """A ``keras.applications`` backbone; ``imagenet`` offline is one clear line."""
+    constructor = getattr(keras.applications, spec.constructor)
+    try:
+        return constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
+                           input_shape=(None, None, 3))
+    except Exception as err:  # keras.utils.get_file raises a bare Exception("URL fetch failure on ...")
+        if weights != "imagenet" or "fetch failure" not in str(err).lower():
+            raise
+        raise ConfigError(
+            f"--encoder-weights imagenet: could not download the {spec.constructor} weights "
+            f"({str(err).splitlines()[0]}). Offline, put the file keras.applications wants in "
+            f"~/.keras/models/, pass a local file (--encoder-weights PATH, saved with encoder.save_weights), "
+            f"or train from scratch (--encoder-weights none)") from None
+
+
 def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -> Encoder:
     """Add encoder ``name`` (a key of ENCODERS) to the graph of ``inputs`` (ImageNet-normalised).
 
@@ -157,21 +173,8 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
         backbone = efficientnet_lite(spec.constructor)
         if weights == "imagenet":
             backbone.load_weights(imagenet_weights_file(spec.constructor))
-        constructor = None
     else:
-        constructor = getattr(keras.applications, spec.constructor)
-    try:
-        if constructor is not None:
-            backbone = constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
-                                   input_shape=(None, None, 3))
-    except Exception as err:  # keras.utils.get_file raises a bare Exception("URL fetch failure on ...")
-        if weights != "imagenet" or "fetch failure" not in str(err).lower():
-            raise
-        raise ConfigError(
-            f"--encoder-weights imagenet: could not download the {spec.constructor} weights "
-            f"({str(err).splitlines()[0]}). Offline, put the file keras.applications wants in "
-            f"~/.keras/models/, pass a local file (--encoder-weights PATH, saved with encoder.save_weights), "
-            f"or train from scratch (--encoder-weights none)") from None
+        backbone = _keras_application(spec, weights)
     if local_file is not None:
         try:
             backbone.load_weights(str(local_file))

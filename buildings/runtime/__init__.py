@@ -7,7 +7,22 @@ all fall back to plain Keras, with one logged line, on Keras versions they were 
 
 from __future__ import annotations
 
-__all__ = ["install_patches"]
+__all__ = ["install_patches", "keras_outside"]
+
+
+def keras_outside(verified: tuple[tuple[int, int], tuple[int, int]], what: str) -> str | None:
+    """Why the installed Keras is outside ``verified`` ((low, high) as (major, minor)), or None;
+    ``what`` names the patch in the reason ("it was", "they were")."""
+    import keras
+
+    try:
+        major, minor = (int(part) for part in keras.__version__.split(".")[:2])
+    except ValueError:
+        major, minor = 0, 0
+    low, high = verified
+    if low <= (major, minor) <= high:
+        return None
+    return f"Keras {keras.__version__} is outside the versions {what} ({low[0]}.{low[1]} to {high[0]}.{high[1]})"
 
 
 def install_patches() -> dict:

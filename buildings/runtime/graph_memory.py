@@ -27,6 +27,8 @@ import weakref
 
 import keras
 
+from buildings.runtime import keras_outside
+
 __all__ = ["VERIFIED_KERAS", "install", "installed", "uninstall", "unavailable_reason"]
 
 VERIFIED_KERAS = ((3, 14), (3, 15))  # their _run_through_graph is the same (compared line by line)
@@ -95,22 +97,13 @@ def _run_through_graph(self, inputs, operation_fn=lambda op: op, call_fn=None):
     return tree.pack_sequence_as(self._outputs_struct, output_tensors)
 
 
-def _keras_version() -> tuple[int, int]:
-    try:
-        major, minor = keras.__version__.split(".")[:2]
-        return int(major), int(minor)
-    except ValueError:
-        return (0, 0)
-
-
 def unavailable_reason() -> str | None:
     """Why it cannot be installed here (None: it can). Reasons starting with ``-`` are not logged."""
     if os.environ.get("BUILDINGS_FREE_INTERMEDIATES", "1") == "0":
         return "-BUILDINGS_FREE_INTERMEDIATES=0"
-    low, high = VERIFIED_KERAS
-    if not low <= _keras_version() <= high:
-        return (f"Keras {keras.__version__} is outside the versions it was checked against "
-                f"({low[0]}.{low[1]} to {high[0]}.{high[1]})")
+    outside = keras_outside(VERIFIED_KERAS, "it was checked against")
+    if outside:
+        return outside
     try:
         from keras.src.ops.function import Function
     except ImportError as err:  # pragma: no cover

@@ -46,6 +46,8 @@ import os
 
 import keras
 
+from buildings.runtime import keras_outside
+
 __all__ = ["VERIFIED_KERAS", "install", "installed", "uninstall", "unavailable_reason"]
 
 # Keras minor versions (inclusive range) on which tests/test_torch_speedups.py passed, each run
@@ -132,14 +134,6 @@ def _batch_norm_call(self, inputs, training=None, mask=None):
     return keras.ops.cast(outputs, self.compute_dtype)
 
 
-def _keras_version() -> tuple[int, int]:
-    parts = keras.__version__.split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (0, 0)
-
-
 _CONV_PARAMETERS = ["inputs", "kernel", "strides", "padding", "data_format", "dilation_rate"]
 _POOL_PARAMETERS = ["inputs", "pool_size", "strides", "padding", "data_format"]
 
@@ -151,10 +145,9 @@ def unavailable_reason() -> str | None:
         return f"-the backend is {keras.backend.backend()}"
     if os.environ.get("BUILDINGS_TORCH_SPEEDUPS", "1") == "0":
         return "-BUILDINGS_TORCH_SPEEDUPS=0"
-    low, high = VERIFIED_KERAS
-    if not low <= _keras_version() <= high:
-        return (f"Keras {keras.__version__} is outside the versions they were verified on "
-                f"({low[0]}.{low[1]} to {high[0]}.{high[1]})")
+    outside = keras_outside(VERIFIED_KERAS, "they were verified on")
+    if outside:
+        return outside
     try:
         from keras.src.backend.torch import nn as torch_nn
     except ImportError as err:  # pragma: no cover - Keras reorganised its sources
