@@ -465,7 +465,7 @@ def _bar(length, label):
     """click's progress bar on a terminal; plain lines (every 5 %, with rate and ETA) in logs and CI."""
     if sys.stderr.isatty():
         return click.progressbar(length=length, label=label, file=sys.stderr)
-    from buildings.training.callbacks import LineBar
+    from buildings.progress import LineBar
 
     return LineBar(length, label, write=lambda line: click.echo(line, err=True))
 
@@ -501,7 +501,7 @@ def predict_command(ctx, checkpoints, weights, vote, tta, threshold, min_area, f
     else:
         source = open_split(data_, "test", data_dir)
         items, data_task = list(split_items(source)), source.task
-    click.echo(f"{len(predictor.models)} model(s), tta {tta}, {_device()}", err=True)
+    click.echo(f"{len(predictor.models)} model(s), tta {tta}, {_device(predictor.models)}", err=True)
     with _bar(len(items), "predicting") as bar:
         report = write_predictions(predictor, items, out, postprocess=post,
                                    save_masks=save_masks, save_overlays=save_overlays,
@@ -598,6 +598,27 @@ def tune_command(checkpoints, weights, vote, tta, tile, overlap, batch_size, dat
                f"(baseline {choice.baseline:.4f}); wrote {path}")
 
 
+@main.command("export")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The .keras checkpoint to export.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "saved_model", "torch"]), default="onnx",
+              show_default=True, help="onnx (onnxruntime; `buildings predict --checkpoint x.onnx` runs it), "
+              "saved_model (TensorFlow; needs KERAS_BACKEND=tensorflow) or torch (torch.export .pt2).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Where to write [default: beside the checkpoint, named after it: .onnx, .pt2, or a "
+                   "_saved_model folder].")
+def export_command(checkpoint, fmt, out):
+    """Export a checkpoint for deployment without Keras: float32 NHWC images normalised with the
+    ImageNet mean/std in, logits out; batch, height and width dynamic (multiples of 32)."""
+    from buildings.export import FORMATS, export_checkpoint
+
+    if out is None:
+        source = Path(checkpoint)
+        out = source.with_name(source.stem + (FORMATS[fmt] or "_saved_model"))
+    path = export_checkpoint(checkpoint, out, fmt)
+    click.echo(f"wrote {path} ({fmt})")
+
+
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="buildings-demo", show_default=True,
               help="Folder for everything the demo writes (its previous run there is replaced).")
@@ -662,7 +683,9 @@ def bench_command(model, model_option, image_size, batch_size, steps, precision,
                    f"{r['peak_memory_mb']:.0f} ({r['memory_kind']}) | {r['loss_first']:.5f} | {r['loss_last']:.5f} |")
 
 
-def _device() -> str:
+def _device(models=()) -> str:
+    if models and all(hasattr(m, "session") for m in models):  # exported models: onnxruntime, no Keras
+        return f"onnxruntime on {models[0].session.get_providers()[0]}"
     import keras
 
     from buildings.runtime.device import describe_device

@@ -140,7 +140,7 @@ def test_a_torch_fit_does_not_import_tensorflow(synth_dataset, tmp_path):
 
 
 def test_line_bar_prints_every_few_percent_without_escape_codes():
-    from buildings.training.callbacks import LineBar
+    from buildings.progress import LineBar
 
     lines = []
     with LineBar(200, "predicting", write=lines.append) as bar:

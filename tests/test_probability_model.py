@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from buildings.inference.predictor import ProbabilityModel, tta_transforms
+from buildings.inference.device_model import ProbabilityModel
+from buildings.inference.predictor import tta_transforms
 from buildings.models import build_model
 from buildings.preprocessing import normalise
 

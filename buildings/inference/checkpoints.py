@@ -13,16 +13,22 @@ __all__ = ["load_checkpoints"]
 
 
 def load_checkpoints(paths: Sequence[str | os.PathLike]) -> list:
-    """Load ``.keras`` checkpoints (compile off); all must map RGB images to per-pixel logits and
-    give the same number of output channels."""
-    from buildings.models import load_model
-    from buildings.runtime import install_patches
-
+    """Load ``.keras`` checkpoints (compile off) or ONNX files written by ``buildings export``
+    (run by onnxruntime, Keras is not imported for them); all must map RGB images to per-pixel
+    logits and give the same number of output channels."""
     if not paths:
         raise CheckpointError("no checkpoint given")
-    install_patches()
     models = []
     for path in paths:
+        if str(path).lower().endswith(".onnx"):
+            from buildings.inference.onnx_model import OnnxModel
+
+            models.append(OnnxModel(path))
+            continue
+        from buildings.models import load_model
+        from buildings.runtime import install_patches
+
+        install_patches()
         model = load_model(path, compile=False)
         shape = model.output_shape
         if not (isinstance(shape, tuple) and len(shape) == 4 and len(model.input_shape) == 4

@@ -2,10 +2,12 @@
 augmentation, ensembles and seamless tiling.
 
 Models output logits; the :class:`~buildings.task.Task` of their output turns them into
-probabilities (sigmoid for one logit, softmax for N) and masks. A window batch goes to the device
-as uint8; normalisation, the TTA transforms, the sigmoid / softmax and the TTA average run there, in
-one ``predict_on_batch`` of a :class:`ProbabilityModel` (keras.ops, so every backend runs it), and
-only the probabilities come back. Ensembling, votes and tile blending happen in NumPy.
+probabilities (sigmoid for one logit, softmax for N) and masks. For a Keras model a window batch
+goes to the device as uint8; normalisation, the TTA transforms, the sigmoid / softmax and the TTA
+average run there, in one ``predict_on_batch`` of a ``device_model.ProbabilityModel`` (keras.ops,
+so every backend runs it), and only the probabilities come back. An exported ONNX model
+(``onnx_model.OnnxModel``) does the same through onnxruntime, and this module imports no Keras.
+Ensembling, votes and tile blending happen in NumPy.
 
 * TTA: ``none``, ``flip`` (identity + horizontal + vertical flips), ``d4`` (the 8 rotations and
   reflections of the square); probabilities are averaged after undoing each transform.
@@ -21,15 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
-import keras
 import numpy as np
-from keras import ops
 
 from buildings.errors import ConfigError
-from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from buildings.task import Task
 
-__all__ = ["TTA_MODES", "Predictor", "ProbabilityModel", "tta_transforms"]
+__all__ = ["TTA_MODES", "Predictor", "tta_transforms"]
 
 TTA_MODES = ("none", "flip", "d4")
 
@@ -57,56 +56,6 @@ def tta_transforms(mode: str):
     if mode == "d4":
         return [_d4(k, flip) for k in range(4) for flip in (False, True)]
     raise ConfigError(f"tta must be one of {TTA_MODES}, got {mode!r}")
-
-
-def _d4_pairs(mode: str) -> list[tuple[int, bool]]:
-    """(quarter turns, then a flip of the width axis) per TTA transform, as in :func:`tta_transforms`."""
-    tta_transforms(mode)  # validates the mode
-    return {"none": [(0, False)], "flip": [(0, False), (0, True), (2, True)],
-            "d4": [(k, f) for k in range(4) for f in (False, True)]}[mode]
-
-
-def _rot90(x, turns: int):
-    """``np.rot90(x, turns, axes=(1, 2))`` in keras.ops for (B, H, W, C) tensors. Written with
-    transpose and flips: ``keras.ops.rot90`` on the tensorflow backend (Keras 3.15.1) returns a wrong
-    result for two turns on 4-D tensors (tests/test_probability_model.py catches it)."""
-    turns %= 4
-    if turns == 0:
-        return x
-    if turns == 2:
-        return ops.flip(ops.flip(x, axis=1), axis=2)
-    if turns == 1:
-        return ops.transpose(ops.flip(x, axis=2), (0, 2, 1, 3))
-    return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=2)
-
-
-class ProbabilityModel(keras.Model):
-    """``model`` wrapped for inference on the device: uint8 RGB windows (B, H, W, 3) in, float32
-    probabilities (B, H, W, C) out, averaged over the TTA transforms after undoing each.
-
-    The vertical flip of ``flip`` TTA is the half turn followed by a horizontal flip: the same
-    permutation of pixels, so the three transforms are exactly those of :func:`tta_transforms`."""
-
-    def __init__(self, model: keras.Model, tta: str = "none", **kwargs):
-        super().__init__(name=f"{model.name}_probabilities", **kwargs)
-        self.model = model
-        self.transforms = _d4_pairs(tta)
-        self.binary = model.output_shape[-1] == 1
-        self.built = True  # every variable is the inner model's
-
-    def call(self, images):
-        x = ops.cast(images, "float32") / 255.0
-        x = (x - ops.convert_to_tensor(IMAGENET_MEAN)) / ops.convert_to_tensor(IMAGENET_STD)
-        total = None
-        for turns, flip in self.transforms:
-            view = _rot90(x, turns)
-            view = ops.flip(view, axis=2) if flip else view
-            logits = ops.cast(self.model(view, training=False), "float32")
-            probs = ops.sigmoid(logits) if self.binary else ops.softmax(logits, axis=-1)
-            probs = ops.flip(probs, axis=2) if flip else probs
-            probs = _rot90(probs, -turns)
-            total = probs if total is None else total + probs
-        return total / len(self.transforms)
 
 
 def _window(size: int, overlap: int) -> np.ndarray:
@@ -173,7 +122,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoints(cls, paths, **options) -> Predictor:
-        """A predictor over the ``.keras`` checkpoints ``paths`` (see :func:`load_checkpoints`)."""
+        """A predictor over the ``.keras`` (or exported ``.onnx``) checkpoints ``paths`` (see :func:`load_checkpoints`)."""
         from buildings.inference.checkpoints import load_checkpoints
 
         return cls(load_checkpoints(paths), **options)
@@ -185,8 +134,12 @@ class Predictor:
     # -- windows -------------------------------------------------------------------------------
     def _model_probs(self, model, windows: np.ndarray) -> np.ndarray:
         """Probabilities (B, H, W, C) of one model with TTA, for uint8 RGB windows, computed on the device."""
+        if hasattr(model, "probabilities"):  # an exported model (onnx_model.OnnxModel)
+            return model.probabilities(np.ascontiguousarray(windows), self.tta)
         cache = self.__dict__.setdefault("_device_models", {})
         if id(model) not in cache:
+            from buildings.inference.device_model import ProbabilityModel
+
             cache[id(model)] = ProbabilityModel(model, self.tta)
         return np.asarray(cache[id(model)].predict_on_batch(np.ascontiguousarray(windows)), np.float32)
 

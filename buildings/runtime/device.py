@@ -43,9 +43,12 @@ def accelerator_available() -> bool:
 CPU_BUDGET_BYTES = 2 * 2**30  # on a CPU a bigger batch is no faster per image: keep memory low
 
 
-def memory_budget() -> int:
+def memory_budget(keras_models: bool = True) -> int:
     """Bytes an inference / validation batch may use: half the free GPU memory on a GPU (torch),
-    else the smaller of 2 GiB and a quarter of the memory the system has available."""
+    else the smaller of 2 GiB and a quarter of the memory the system has available (always the
+    latter for exported models run by onnxruntime: ``keras_models=False``, Keras is not imported)."""
+    if not keras_models:
+        return _cpu_budget()
     import keras
 
     if keras.backend.backend() == "torch":
@@ -56,6 +59,10 @@ def memory_budget() -> int:
             return int(free * 0.5)
     elif accelerator_available():
         return 8 * 2**30  # jax / tensorflow manage their own pools; assume a modest share of a GPU
+    return _cpu_budget()
+
+
+def _cpu_budget() -> int:
     available = CPU_BUDGET_BYTES * 4
     try:
         with open("/proc/meminfo") as meminfo:
@@ -80,10 +87,15 @@ def batch_size_for(models, height: int, width: int, *, budget: int | None = None
     ``models`` holds at once (``graph_memory.activation_bytes``; the 1.5 covers convolution
     workspaces and the probabilities, measured on the CPU: RESULTS.md). No intermediate tensor of
     the batch may hold :data:`MAX_TENSOR_ELEMENTS` elements or more."""
-    from buildings.runtime.graph_memory import activation_profile
+    def activation_profile(model, height, width):
+        from buildings.runtime.graph_memory import activation_profile
 
-    profiles = [activation_profile(model, height, width) for model in models]
+        return activation_profile(model, height, width)
+
+    profiles = [model.activation_profile(height, width) if hasattr(model, "activation_profile")  # exported
+                else activation_profile(model, height, width) for model in models]
     per_image = 1.5 * max(peak for peak, _ in profiles)
     largest = max(elements for _, elements in profiles)
-    budget = memory_budget() if budget is None else budget
+    if budget is None:
+        budget = memory_budget(keras_models=not all(hasattr(m, "activation_profile") for m in models))
     return int(max(1, min(most, budget // max(per_image, 1), MAX_TENSOR_ELEMENTS // max(largest, 1))))

@@ -8,7 +8,9 @@ import time
 
 import keras
 
-__all__ = ["EpochCommit", "LineBar", "LineProgress", "RunEstimate", "Throughput", "TimeBudget"]
+from buildings.progress import Milestones, duration
+
+__all__ = ["EpochCommit", "LineProgress", "RunEstimate", "Throughput", "TimeBudget"]
 
 
 class Throughput(keras.callbacks.Callback):
@@ -71,15 +73,6 @@ class EpochCommit(keras.callbacks.Callback):
                               export=self.export)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 class LineProgress(keras.callbacks.Callback):
     """Progress for logs and CI (output not a terminal): one plain line per ``every`` share of an
     epoch with its rate and ETA, and one line per finished epoch with its metrics; no escape codes.
@@ -92,24 +85,23 @@ class LineProgress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
-        self.next_share = self.every
+        self.milestones = Milestones(self.steps, self.every)
         self.epoch_number = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
         done = batch + 1
-        share = done / self.steps
-        if share + 1e-9 < self.next_share and done < self.steps:
+        if not self.milestones.due(done):
             return
-        self.next_share = (int(share / self.every + 1e-9) + 1) * self.every
+        share = done / self.steps
         elapsed = time.perf_counter() - self.start
         loss = f", loss {logs['loss']:.4f}" if logs and "loss" in logs else ""
         self.write(f"epoch {self.epoch_number}/{self.epochs} {share:4.0%} ({done}/{self.steps} steps), "
                    f"{done * self.batch_size / max(elapsed, 1e-9):.1f} images/s, "
-                   f"ETA {_duration(elapsed / done * (self.steps - done))}{loss}")
+                   f"ETA {duration(elapsed / done * (self.steps - done))}{loss}")
 
     def on_epoch_end(self, epoch, logs=None):
         shown = " ".join(f"{k} {v:.4g}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float)))
-        self.write(f"epoch {epoch + 1}/{self.epochs} done in {_duration(time.perf_counter() - self.start)}: {shown}")
+        self.write(f"epoch {epoch + 1}/{self.epochs} done in {duration(time.perf_counter() - self.start)}: {shown}")
 
 
 class RunEstimate(keras.callbacks.Callback):
@@ -139,38 +131,10 @@ class RunEstimate(keras.callbacks.Callback):
         per_step = (time.perf_counter() - self.mark) / batch
         epoch = per_step * self.steps
         left = epoch * (self.epochs - self.first_epoch)
-        self.write(f"about {per_step:.2f} s a step: an epoch ({self.steps} steps) takes about {_duration(epoch)}, "
-                   f"the {self.epochs - self.first_epoch} epochs left about {_duration(left)} plus validation")
+        self.write(f"about {per_step:.2f} s a step: an epoch ({self.steps} steps) takes about {duration(epoch)}, "
+                   f"the {self.epochs - self.first_epoch} epochs left about {duration(left)} plus validation")
         if not self.accelerator and left > 3600:
             self.write(f"no GPU is visible: on a CPU, a smaller recipe trains in minutes, e.g. {self.CPU_RECIPE} "
                        f"(or cap the run with --max-minutes)")
 
 
-class LineBar:
-    """A progress bar for logs: ``with LineBar(n, "predicting") as bar: bar.update(1)`` prints one
-    plain line per ``every`` share of ``n`` with the rate and the ETA (what ``buildings predict`` and
-    ``evaluate`` show when their output is not a terminal)."""
-
-    def __init__(self, length: int, label: str, *, unit: str = "images", every: float = 0.05, write=None):
-        self.length, self.label, self.unit, self.every = max(length, 1), label, unit, every
-        self.write = write or (lambda line: print(line, flush=True))
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        self.done = 0
-        self.next_share = self.every
-        return self
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        share = self.done / self.length
-        if share + 1e-9 < self.next_share and self.done < self.length:
-            return
-        self.next_share = (int(share / self.every + 1e-9) + 1) * self.every
-        elapsed = time.perf_counter() - self.start
-        self.write(f"{self.label} {share:4.0%} ({self.done}/{self.length} {self.unit}), "
-                   f"{self.done / max(elapsed, 1e-9):.2f} {self.unit}/s, "
-                   f"ETA {_duration(elapsed / self.done * max(self.length - self.done, 0))}")
-
-    def __exit__(self, *exc) -> None:
-        return None

@@ -1,0 +1,116 @@
+"""``buildings export``: a checkpoint as a file other runtimes load (ONNX, TF SavedModel, PyTorch
+``torch.export``), so a model deploys without Keras.
+
+Every format takes float32 images (B, H, W, 3) normalised with the ImageNet mean and std (what the
+models were trained on) and returns logits (B, H, W, C); batch, height and width stay dynamic
+(height and width multiples of 32). The ONNX file carries what a runtime needs beyond the graph in
+its metadata (:data:`METADATA`): the number of classes, the normalisation, and the activation
+memory per pixel that sizes prediction batches; ``buildings predict --checkpoint model.onnx`` runs
+the whole predict path through onnxruntime with it (``inference.onnx_model``).
+
+ONNX on the torch backend calls PyTorch's TorchScript exporter directly, as Keras 3.15's
+``model.export(format="onnx")`` does for dynamic shapes, with one difference: Keras traces with
+every dynamic dimension set to 1, a 1x1 image that no U-Net can pool (MaxPooling fails); here the
+trace uses a 256x256 image and the dimensions are declared dynamic. Other formats and backends go
+through ``model.export`` unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from buildings.errors import ConfigError, OutputError
+from buildings.files import atomic_dir, atomic_path
+
+__all__ = ["FORMATS", "METADATA", "export_checkpoint"]
+
+FORMATS = {"onnx": ".onnx", "saved_model": "", "torch": ".pt2"}
+METADATA = "buildings."  # prefix of the ONNX metadata keys written here
+SAMPLE = 256  # side of the traced image; any multiple of 32 works at run time
+ONNX_OPSET = 17
+
+
+def _onnx_torch(model, path: Path) -> None:
+    import torch
+
+    sample = torch.zeros((1, SAMPLE, SAMPLE, 3), dtype=torch.float32)
+    model.eval()
+    dynamic = {0: "batch", 1: "height", 2: "width"}
+    # Weights of nested sub-models (the `encoder`) reach the tracer as tensors rather than registered
+    # parameters; ones that require grad cannot become graph constants, so none may while tracing.
+    tensors = [v.value for v in model.weights if isinstance(v.value, torch.Tensor)]
+    grads = [t.requires_grad for t in tensors]
+    try:
+        for t in tensors:
+            t.requires_grad_(False)
+        with torch.no_grad():
+            torch.onnx.export(model, (sample,), str(path), input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": dynamic, "logits": dynamic}, opset_version=ONNX_OPSET,
+                              dynamo=False)
+    finally:
+        for t, grad in zip(tensors, grads, strict=True):
+            t.requires_grad_(grad)
+
+
+def _add_metadata(path: Path, values: dict) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA + key, str(value)
+    onnx.save(proto, str(path))
+
+
+def export_checkpoint(checkpoint, out, fmt: str = "onnx") -> Path:
+    """Export the ``.keras`` ``checkpoint`` to ``out`` in ``fmt`` (onnx, saved_model, torch); the
+    file (or SavedModel folder) appears only when complete."""
+    import keras
+
+    from buildings.models import load_model
+    from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+    from buildings.runtime.graph_memory import activation_profile
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"export format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    if FORMATS[fmt] and out.suffix != FORMATS[fmt]:
+        raise ConfigError(f"{out}: a {fmt} export is written to a {FORMATS[fmt]} file")
+    backend = keras.backend.backend()
+    if fmt == "torch" and backend != "torch":
+        raise ConfigError("--format torch needs the torch backend (KERAS_BACKEND=torch, the default)")
+    if fmt == "saved_model" and backend != "tensorflow":
+        raise ConfigError("--format saved_model needs the tensorflow backend: run "
+                          "KERAS_BACKEND=tensorflow buildings export ... (the checkpoint loads on any backend)")
+    model = load_model(checkpoint, compile=False)
+    classes = int(model.output_shape[-1])
+    if fmt == "onnx":
+        peak, largest = activation_profile(model, 512, 512)
+        with atomic_path(out, suffix=".onnx") as temporary:
+            if backend == "torch":
+                _onnx_torch(model, temporary)
+            else:
+                spec = keras.InputSpec(shape=(None, None, None, 3), dtype="float32", name="image")
+                model.export(str(temporary), format="onnx", verbose=False, input_signature=[spec])
+            _add_metadata(temporary, {"num_classes": classes, "model": model.name, "input": "NHWC float32 RGB",
+                                      "mean": list(map(float, IMAGENET_MEAN)), "std": list(map(float, IMAGENET_STD)),
+                                      "peak_bytes_per_pixel": peak / 512**2, "largest_per_pixel": largest / 512**2,
+                                      "source": Path(checkpoint).name})
+    elif fmt == "torch":
+        import torch
+
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        rows, cols = torch.export.Dim("rows", min=1, max=1024), torch.export.Dim("cols", min=1, max=1024)
+        with atomic_path(out, suffix=".pt2") as temporary:
+            model.export(str(temporary), format="torch", verbose=False,
+                         input_signature=[keras.InputSpec(shape=(None, SAMPLE, SAMPLE, 3), dtype="float32")],
+                         dynamic_shapes=({0: batch, 1: 32 * rows, 2: 32 * cols},))
+    else:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out}: exists and is not a folder")
+        with atomic_dir(out) as temporary:
+            shutil.rmtree(temporary)
+            spec = keras.InputSpec(shape=(None, None, None, 3), dtype="float32", name="image")
+            model.export(str(temporary), format="tf_saved_model", verbose=False, input_signature=[spec])
+    return out
