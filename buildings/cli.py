@@ -461,13 +461,13 @@ def _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, b
                                       tile=tile, overlap=overlap, batch_size=batch_size)
 
 
-def _bar(length, label):
+def _bar(length, label, unit="images"):
     """click's progress bar on a terminal; plain lines (every 5 %, with rate and ETA) in logs and CI."""
     if sys.stderr.isatty():
         return click.progressbar(length=length, label=label, file=sys.stderr)
     from buildings.progress import LineBar
 
-    return LineBar(length, label, write=lambda line: click.echo(line, err=True))
+    return LineBar(length, label, unit=unit, write=lambda line: click.echo(line, err=True))
 
 
 @main.command("predict")
@@ -482,15 +482,41 @@ def _bar(length, label):
               show_default=True, help="rle: name<TAB>rle lines (Tianchi; binary models); png-zip: result.zip "
               "of class-index PNGs named like the images (地块分割); auto: rle for binary models, png-zip "
               "for multi-class ones.")
+@click.option("--bands", default=None, metavar="R,G,B",
+              help="GeoTIFF input: the 1-based bands to read as red, green, blue (or one band as grey) "
+                   "[default: 1,2,3, or 1 for a single-band raster]. 16-bit rasters are scaled to 8 bits by "
+                   "each band's 2-98 percentiles (said on stderr).")
+@click.option("--vectorize", type=click.Path(dir_okay=False), default=None,
+              help="GeoTIFF input: write one polygon per building (.gpkg or .geojson) in the raster's CRS, "
+                   "with area (m² when projected) and mean probability; --min-area drops small ones.")
+@click.option("--simplify", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="--vectorize: outline simplification tolerance, in pixels (0 keeps the pixel staircase).")
 @click.pass_context
 def predict_command(ctx, checkpoints, weights, vote, tta, threshold, min_area, fill_holes, postprocess_from, tile,
-                    overlap, batch_size, data_, data_dir, images, out, save_masks, save_overlays, output_format):
+                    overlap, batch_size, data_, data_dir, images, out, save_masks, save_overlays, output_format,
+                    bands, vectorize, simplify):
     """Predict masks and write the contest submission: the Tianchi RLE file (test split in
-    sample-submit order) for binary models, a result.zip of label PNGs for multi-class ones."""
+    sample-submit order) for binary models, a result.zip of label PNGs for multi-class ones.
+
+    A GeoTIFF given to --images (one .tif file with a CRS) is streamed through in blocks whatever its
+    size: --save-masks writes a georeferenced GeoTIFF mask there, --vectorize building polygons."""
     from buildings.data.splits import open_split, split_items
     from buildings.formats.images import iter_images
+    from buildings.geo.raster import is_geotiff, parse_bands
     from buildings.inference import write_predictions
 
+    if images and is_geotiff(images) and _has_crs(images):
+        if out or save_overlays:
+            raise click.UsageError("a GeoTIFF predicts into --save-masks (a GeoTIFF mask) and --vectorize; "
+                                   "--out and --save-overlays are for image tiles")
+        if not (save_masks or vectorize):
+            raise click.UsageError("nothing to write: give --save-masks or --vectorize")
+        threshold, post = _postprocessing(ctx, checkpoints, threshold, min_area, fill_holes, postprocess_from)
+        predictor = _make_predictor(checkpoints, weights, vote, tta, threshold, tile, overlap, batch_size)
+        _predict_geotiff(predictor, images, threshold, post, parse_bands(bands), save_masks, vectorize, simplify)
+        return
+    if bands or vectorize:
+        raise click.UsageError("--bands and --vectorize are for a GeoTIFF given to --images (a .tif with a CRS)")
     if not (out or save_masks or save_overlays):
         raise click.UsageError("nothing to write: give --out, --save-masks or --save-overlays")
     threshold, post = _postprocessing(ctx, checkpoints, threshold, min_area, fill_holes, postprocess_from)
@@ -507,6 +533,33 @@ def predict_command(ctx, checkpoints, weights, vote, tta, threshold, min_area, f
                                    save_masks=save_masks, save_overlays=save_overlays,
                                    output_format=output_format, data_task=data_task, progress=bar.update)
     click.echo(report.describe() + (f"; wrote {out}" if out else ""))
+
+
+def _has_crs(path) -> bool:
+    try:
+        import rasterio
+    except ImportError:
+        return False
+    try:
+        with rasterio.open(path) as dataset:
+            return dataset.crs is not None
+    except rasterio.errors.RasterioIOError:
+        return False
+
+
+def _predict_geotiff(predictor, image, threshold, post, bands, save_masks, vectorize, simplify):
+    from buildings.geo.predict import block_count, predict_raster
+
+    if post.empty_below_area or post.empty_below_peak:
+        click.echo("post-processing: the empty-tile gates are for contest tiles; not applied to a raster", err=True)
+    mask_out = Path(save_masks) / (Path(image).stem + ".tif") if save_masks else None
+    click.echo(f"{len(predictor.models)} model(s), tta {predictor.tta}, {_device(predictor.models)}", err=True)
+    with _bar(block_count(image), "predicting", unit="blocks") as bar:
+        report = predict_raster(predictor, image, threshold=threshold, postprocess=post, bands=bands,
+                                mask_out=mask_out, vectorize_out=vectorize, simplify=simplify,
+                                progress=bar.update, log=lambda line: click.echo(line, err=True))
+    wrote = [str(p) for p in (mask_out, vectorize) if p]
+    click.echo(report.describe() + f"; wrote {', '.join(wrote)}")
 
 
 @main.command("evaluate")

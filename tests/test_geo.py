@@ -1,0 +1,157 @@
+"""GeoTIFF in, georeferenced mask and building polygons out.
+
+The model here is a 1x1 convolution that calls a pixel a building when its brightness is above one
+half, so the truth is known exactly: bright rectangles drawn at known pixel positions of a raster
+with a known CRS (UTM 33N) and transform (0.5 m pixels). The mask must come back at those pixels
+with the raster's CRS and transform, and each rectangle as one polygon at the map coordinates the
+transform gives, also the rectangles that cross the borders of the blocks the raster is streamed in.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from buildings.errors import ConfigError
+from buildings.inference import Postprocess, Predictor
+from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+rasterio = pytest.importorskip("rasterio", reason="the [deploy] extra (rasterio, shapely, pyogrio) is not installed")
+pytest.importorskip("pyogrio", reason="the [deploy] extra is not installed")
+from rasterio.transform import from_origin  # noqa: E402
+
+from buildings.geo.predict import predict_raster  # noqa: E402
+
+CRS = "EPSG:32633"
+TRANSFORM = from_origin(500000.0, 5600000.0, 0.5, 0.5)  # x0, y0 (top-left), 0.5 m pixels
+HEIGHT, WIDTH = 300, 420
+# (row0, col0, row1, col1), end-exclusive. With 128-pixel blocks the second crosses a column border
+# (col 128), the third a row border (row 256) and the fourth both (the block corner at 128, 256).
+RECTANGLES = [(10, 10, 40, 60), (60, 100, 90, 170), (240, 20, 280, 60), (110, 230, 150, 290)]
+SMALL = (200, 380, 204, 384)  # 16 pixels: dropped by --min-area 20
+
+
+def brightness_model(path):
+    """Logit 20 * (mean RGB brightness in [0, 1] - 0.5), reading the normalised input the models get."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(1, 1)
+    outputs = conv(inputs)
+    model = keras.Model(inputs, outputs, name="brightness")
+    k = 20.0
+    conv.set_weights([(k * IMAGENET_STD / 3.0).reshape(1, 1, 3, 1).astype("float32"),
+                      np.array([k * (IMAGENET_MEAN.sum() / 3.0 - 0.5)], "float32")])
+    model.save(path)
+    return path
+
+
+def truth_mask(small=True):
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    for r0, c0, r1, c1 in RECTANGLES + ([SMALL] if small else []):
+        mask[r0:r1, c0:c1] = 1
+    return mask
+
+
+def write_raster(path, *, dtype="uint8", scale=1, bands_first=None):
+    """RGB raster (dark background, bright rectangles); ``bands_first``: an extra band put first."""
+    mask = truth_mask()
+    value = np.where(mask, 230, 30).astype(np.float64) * scale
+    bands = [value, value * 0.98, value * 0.95]
+    if bands_first is not None:
+        bands = [np.full_like(value, bands_first)] + bands
+    data = np.stack(bands).astype(dtype)
+    with rasterio.open(path, "w", driver="GTiff", height=HEIGHT, width=WIDTH, count=len(bands), dtype=dtype,
+                       crs=CRS, transform=TRANSFORM) as out:
+        out.write(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    checkpoint = brightness_model(tmp_path_factory.mktemp("model") / "brightness.keras")
+    return Predictor.from_checkpoints([checkpoint], tile=64, overlap=16, batch_size=8)
+
+
+def read_polygons(path):
+    from pyogrio.raw import read
+    from shapely import from_wkb
+
+    meta, _, geometry, fields = read(str(path))
+    columns = {name: values for name, values in zip(meta["fields"], fields, strict=True)}
+    return meta, [from_wkb(g) for g in geometry], columns
+
+
+def test_geotiff_mask_keeps_crs_and_transform_and_polygons_land_on_the_map(tmp_path, predictor):
+    source = write_raster(tmp_path / "ortho.tif")
+    report = predict_raster(predictor, source, postprocess=Postprocess(min_area=20), mask_out=tmp_path / "mask.tif",
+                            vectorize_out=tmp_path / "buildings.gpkg", simplify=0, block=128, halo=32)
+    with rasterio.open(tmp_path / "mask.tif") as mask_file:
+        assert mask_file.crs.to_string() == CRS
+        assert mask_file.transform == TRANSFORM
+        assert mask_file.profile["tiled"] and mask_file.profile["compress"] == "deflate"
+        mask = mask_file.read(1)
+    # The 16-pixel rectangle lies inside one block and is dropped by min-area; the rest is exact.
+    assert np.array_equal(mask, truth_mask(small=False))
+    meta, polygons, columns = read_polygons(tmp_path / "buildings.gpkg")
+    assert rasterio.crs.CRS.from_user_input(meta["crs"]) == rasterio.crs.CRS.from_string(CRS)
+    assert report.polygons == len(polygons) == len(RECTANGLES)  # a building crossing blocks is one polygon
+    expected = sorted((TRANSFORM * (c0, r1))[0:2] + (TRANSFORM * (c1, r0))[0:2] for r0, c0, r1, c1 in RECTANGLES)
+    got = sorted(tuple(round(v, 6) for v in p.bounds) for p in polygons)  # (minx, miny, maxx, maxy) in metres
+    assert got == sorted(tuple(round(v, 6) for v in e) for e in expected)
+    assert all(p.geom_type == "Polygon" and len(p.interiors) == 0 for p in polygons)
+    sizes = sorted((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in RECTANGLES)
+    assert sorted(columns["pixels"].tolist()) == sizes
+    assert sorted(columns["area_m2"].tolist()) == pytest.approx([s * 0.25 for s in sizes])
+    assert np.all(columns["mean_probability"] > 0.99)
+
+
+def test_holes_are_kept_in_polygons(tmp_path, predictor):
+    source = tmp_path / "ring.tif"
+    image = np.full((3, 96, 96), 30, np.uint8)
+    image[:, 20:70, 20:70] = 230
+    image[:, 35:50, 35:50] = 30  # a courtyard
+    with rasterio.open(source, "w", driver="GTiff", height=96, width=96, count=3, dtype="uint8", crs=CRS,
+                       transform=TRANSFORM) as out:
+        out.write(image)
+    predict_raster(predictor, source, vectorize_out=tmp_path / "ring.geojson", simplify=0, block=64, halo=16)
+    _, polygons, columns = read_polygons(tmp_path / "ring.geojson")
+    assert len(polygons) == 1 and len(polygons[0].interiors) == 1
+    assert polygons[0].area == pytest.approx((50 * 50 - 15 * 15) * 0.25)
+    assert columns["pixels"].tolist() == [50 * 50 - 15 * 15]
+
+
+def test_sixteen_bit_rasters_are_scaled_and_bands_are_chosen(tmp_path, predictor):
+    lines = []
+    wide = write_raster(tmp_path / "wide.tif", dtype="uint16", scale=100, bands_first=4000)  # NIR, R, G, B
+    predict_raster(predictor, wide, bands=(2, 3, 4), mask_out=tmp_path / "wide-mask.tif", block=256, log=lines.append)
+    with rasterio.open(tmp_path / "wide-mask.tif") as out:
+        assert np.array_equal(out.read(1), truth_mask())
+    assert any("percentiles" in line and "band 2" in line for line in lines)
+    with pytest.raises(ConfigError, match="has 4 band"):
+        predict_raster(predictor, wide, bands=(2, 3, 5), mask_out=tmp_path / "x.tif")
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_cli_predicts_a_geotiff_into_a_mask_and_geojson(tmp_path, predictor):
+    checkpoint = brightness_model(tmp_path / "brightness.keras")
+    source = write_raster(tmp_path / "town.tif")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-m", "buildings.cli", "predict", "--checkpoint", str(checkpoint),
+                           "--images", str(source), "--tile", "64", "--overlap", "16", "--save-masks",
+                           str(tmp_path / "masks"), "--vectorize", str(tmp_path / "town.geojson"), "--min-area", "20"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "4 building polygons" in done.stdout
+    with rasterio.open(tmp_path / "masks" / "town.tif") as out:
+        assert out.crs.to_string() == CRS and np.array_equal(out.read(1), truth_mask(small=False))
+    geojson = json.loads((tmp_path / "town.geojson").read_text())
+    assert len(geojson["features"]) == 4 and "32633" in json.dumps(geojson.get("crs", {}))
+    bad = subprocess.run([sys.executable, "-m", "buildings.cli", "predict", "--checkpoint", str(checkpoint),
+                          "--images", str(source), "--out", str(tmp_path / "x.csv")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--save-masks (a GeoTIFF mask) and --vectorize" in bad.stderr
+    assert not (tmp_path / "x.csv").exists()
