@@ -672,6 +672,35 @@ def export_command(checkpoint, fmt, out):
     click.echo(f"wrote {path} ({fmt})")
 
 
+@main.command("serve")
+@click.option("--checkpoint", "checkpoints", required=True, multiple=True,
+              type=click.Path(exists=True, dir_okay=False), help="A .keras or exported .onnx checkpoint; repeat "
+                                                                 "for an ensemble.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Building threshold [default: the tuned one from postprocess.json beside the checkpoint, else 0.5].")
+@click.option("--max-upload-mb", type=click.FloatRange(0.01), default=50.0, show_default=True,
+              help="Largest upload accepted (413 beyond).")
+def serve_command(checkpoints, host, port, tta, threshold, max_upload_mb):
+    """Serve a checkpoint: an HTTP API (POST /predict an image or GeoTIFF: mask PNG, RLE or GeoJSON
+    polygons; GET /health) and a web page at / to try it (upload, overlay, threshold, download)."""
+    from buildings.inference import choice_path, load_choice
+    from buildings.serve import serve
+
+    post = None
+    tuned = choice_path(checkpoints[0])
+    if tuned.is_file():
+        choice = load_choice(tuned)
+        post = choice.postprocess
+        threshold = choice.threshold if threshold is None else threshold
+        click.echo(f"post-processing: {choice.describe()} (from {tuned})", err=True)
+    click.echo(f"serving {', '.join(checkpoints)} on http://{host}:{port}/", err=True)
+    serve(list(checkpoints), host=host, port=port, threshold=0.5 if threshold is None else threshold,
+          postprocess=post, tta=tta, max_upload_mb=max_upload_mb)
+
+
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="buildings-demo", show_default=True,
               help="Folder for everything the demo writes (its previous run there is replaced).")

@@ -1,0 +1,172 @@
+"""``buildings serve``: an HTTP API and a one-page web UI around a checkpoint (FastAPI + uvicorn).
+
+Routes
+* ``GET /health``            ``{"status": "ok", "models": [...], "num_classes": 1, "tta": ..., "threshold": ...}``
+* ``POST /predict``          multipart field ``file`` (a JPEG / PNG / TIFF image, or a GeoTIFF), query
+  ``format`` = ``png`` (mask PNG, 0/255), ``rle`` (JSON: the contest RLE, height, width, building
+  pixels), ``geojson`` (one polygon per building: map coordinates and the CRS for a GeoTIFF, pixel
+  coordinates — x right, y down — for a plain image) or ``probability`` (8-bit PNG of the building
+  probability, what the page thresholds); ``threshold`` overrides the served one.
+* ``GET /``                  the page: pick an image, see the buildings over it, move the threshold
+  (applied in the browser to the probability PNG, no new request), download the mask PNG.
+* ``GET /sample.png``        a synthetic aerial scene made by the project (``data.synth``), so the
+  page can be tried without data (``/?sample=1`` loads it at once).
+
+A bad upload gets a 4xx with one ``detail`` line: 400 for an empty file, an undecodable image or a
+multi-class model asked for polygons, 413 past ``max_upload_bytes`` (a declared Content-Length is
+checked before the body is read; a body without one is counted as it is read, in chunks),
+415 for a GeoTIFF without rasterio, 422 when the ``file`` field is missing (FastAPI's own).
+Predictions run one at a time (a lock): the model, not the server, is the bottleneck.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures' types at run time.
+import tempfile
+import threading
+
+import cv2
+import numpy as np
+
+from buildings.errors import BuildingsError
+from buildings.serve_page import PAGE
+
+__all__ = ["create_app", "PAGE"]
+
+CHUNK = 1 << 20
+
+
+def _decode_upload(data: bytes, filename: str):
+    """(RGB uint8 image, transform or None, crs or None) of an uploaded image or GeoTIFF."""
+    from buildings.formats.images import decode_image
+
+    if data[:4] in (b"II*\x00", b"MM\x00*"):  # TIFF: a GeoTIFF keeps its georeference
+        try:
+            import rasterio  # noqa: F401
+        except ImportError:
+            rasterio = None
+        if rasterio is not None:
+            from buildings.geo.raster import GeoRaster
+
+            with tempfile.NamedTemporaryFile(suffix=".tif") as handle:
+                handle.write(data)
+                handle.flush()
+                with GeoRaster.open(handle.name) as raster:
+                    if raster.crs is not None:
+                        return raster.read(0, 0, raster.height, raster.width), raster.transform, raster.crs
+    return decode_image(data, filename or "upload"), None, None
+
+
+def _png(array: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:  # pragma: no cover
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def _geojson(mask: np.ndarray, probs: np.ndarray, transform, crs, min_area: int) -> dict:
+    from affine import Affine
+
+    from buildings.geo.vectorize import BuildingPolygons
+
+    polygons = BuildingPolygons(transform or Affine.identity(), min_area=min_area, simplify=1.0)
+    polygons.add_block((0, 0), 0, 0, mask, probs)
+    features = []
+    for f in polygons.features():
+        features.append({"type": "Feature", "geometry": f["geometry"].__geo_interface__,
+                         "properties": {"pixels": f["pixels"], "mean_probability": round(f["mean_probability"], 4),
+                                        "area": f["geometry"].area}})
+    out = {"type": "FeatureCollection", "features": features}
+    if crs is not None:
+        out["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
+    return out
+
+
+def create_app(predictor, *, threshold: float = 0.5, postprocess=None, max_upload_bytes: int = 50 << 20):
+    """The FastAPI app serving ``predictor`` (a :class:`~buildings.inference.Predictor`)."""
+    from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    from buildings.formats.rle import encode_rle
+    from buildings.inference.postprocess import Postprocess
+
+    post = postprocess or Postprocess()
+    task = predictor.task
+    lock = threading.Lock()
+    app = FastAPI(title="buildings", description="Building masks from aerial images")
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        # Before FastAPI parses (and spools) the multipart body: a declared size over the limit is
+        # refused at once. A body sent without a length is counted while the route reads it.
+        declared = request.headers.get("content-length", "")
+        if request.method == "POST" and declared.isdigit() and int(declared) > max_upload_bytes + CHUNK:
+            return JSONResponse({"detail": f"upload of {int(declared)} bytes is over the {max_upload_bytes}-byte "
+                                           "upload limit"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "models": [m.name for m in predictor.models], "num_classes": task.num_classes,
+                "tta": predictor.tta, "threshold": threshold, "max_upload_bytes": max_upload_bytes}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return PAGE.replace("__THRESHOLD__", f"{threshold:g}")
+
+    @app.get("/sample.png")
+    def sample():
+        from buildings.data.synth import synth_scene
+
+        image, _ = synth_scene(np.random.default_rng(7), 512, p_empty=0.0)  # BGR, as OpenCV writes
+        return Response(_png(image), media_type="image/png")
+
+    @app.post("/predict")
+    async def predict(file: UploadFile, format: str = Query("png"),
+                      threshold_: float | None = Query(None, alias="threshold", gt=0, lt=1)):
+        if format not in ("png", "rle", "geojson", "probability"):
+            raise HTTPException(400, f"format {format!r}: use png, rle, geojson or probability")
+        data = bytearray()
+        while chunk := await file.read(CHUNK):
+            data += chunk
+            if len(data) > max_upload_bytes:
+                raise HTTPException(413, f"{file.filename}: over the {max_upload_bytes}-byte upload limit")
+        if not data:
+            raise HTTPException(400, f"{file.filename or 'upload'}: empty file (0 bytes)")
+        try:
+            image, transform, crs = _decode_upload(bytes(data), file.filename)
+        except BuildingsError as err:
+            raise HTTPException(400, str(err)) from None
+        if format in ("geojson", "probability") and not task.binary:
+            raise HTTPException(400, f"format {format} is for building (binary) models; this one has "
+                                     f"{task.num_classes} classes")
+        with lock:
+            probs = predictor.probabilities(image)
+        cut = threshold if threshold_ is None else threshold_
+        mask = post(task.to_mask(probs, cut), probs)
+        if format == "probability":
+            return Response(_png(np.round(probs[..., 0] * 255).astype(np.uint8)), media_type="image/png")
+        if format == "png":
+            return Response(_png((mask * (255 if task.binary else 1)).astype(np.uint8)), media_type="image/png")
+        if format == "rle":
+            if not task.binary:
+                raise HTTPException(400, f"format rle is for building (binary) models; this one has "
+                                         f"{task.num_classes} classes")
+            return {"name": file.filename, "rle": encode_rle(mask), "height": int(mask.shape[0]),
+                    "width": int(mask.shape[1]), "building_pixels": int(mask.sum())}
+        return JSONResponse(_geojson(mask, probs[..., 0], transform, crs, post.min_area),
+                            media_type="application/geo+json")
+
+    return app
+
+
+def serve(checkpoints, *, host: str = "127.0.0.1", port: int = 8000, threshold: float = 0.5, postprocess=None,
+          tta: str = "none", max_upload_mb: float = 50.0) -> None:
+    """Load ``checkpoints`` and serve them until interrupted."""
+    import uvicorn
+
+    from buildings.inference import Predictor
+
+    predictor = Predictor.from_checkpoints(checkpoints, tta=tta, threshold=threshold)
+    app = create_app(predictor, threshold=threshold, postprocess=postprocess,
+                     max_upload_bytes=int(max_upload_mb * (1 << 20)))
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
