@@ -193,8 +193,9 @@ def data():
               help="TFDS data_dir to write into [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].")
 @click.option("--config", default="val5", show_default=True, type=click.Choice(["val5", "val10", "val20"]),
               help="tianchi_buildings: validation hold-out, 5, 10 or 20 percent of train.")
-@click.option("--num-classes", default=4, show_default=True, type=click.IntRange(2, 255),
-              help="land_parcels: number of classes (label values 0..N-1; 255 = unlabelled).")
+@click.option("--num-classes", default=None, type=click.IntRange(2, 255),
+              help="land_parcels: number of classes (label values 0..N-1; 255 = unlabelled) [default: the "
+                   "lines of classes.txt in --manual-dir, else 4].")
 @click.option("--validation-percent", default=5.0, show_default=True, type=click.FloatRange(0, 100),
               help="land_parcels: percent of train held out for validation.")
 @click.option("--overwrite", is_flag=True, help="Rebuild even if the dataset exists.")
@@ -216,6 +217,29 @@ def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_pe
         click.echo(f"already built: {path} (kept as it is; --overwrite rebuilds it)")
     else:
         click.echo(f"built {path}")
+
+
+@data.command("import-labelme")
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write img_train/, lab_train/ and classes.txt into (then: data build "
+                   "--dataset land_parcels --manual-dir OUT).")
+@click.option("--labels", required=True, metavar="NAME[,NAME...]",
+              help="The polygon labels, in class order: they become classes 1..N (0 is background; "
+                   "__ignore__ polygons become 255, unlabelled).")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+def data_import_labelme(source, out, labels, overwrite):
+    """Turn a labelme project (image + .json per image, polygons or rectangles) into the folder
+    layout the multi-class builder reads. Unknown labels and points outside the image are refused,
+    naming the file and the shape; nothing is written unless every file converts."""
+    from buildings.formats.labelme import import_labelme
+
+    counts = import_labelme(source, out, labels.split(","), overwrite=overwrite)
+    total = max(sum(counts["pixels"]), 1)
+    shares = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in zip(counts["classes"], counts["pixels"],
+                                                                          strict=True))
+    click.echo(f"wrote {counts['images']} images and label PNGs to {out} ({shares}); next: buildings data build "
+               f"--dataset land_parcels --manual-dir {out}")
 
 
 @data.command("stats")

@@ -108,11 +108,25 @@ class LandParcels(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return download
 
 
-def build_land_parcels(manual_dir, data_dir=None, *, num_classes: int = 4, validation_percent: float = 5.0,
+CLASSES_FILE = "classes.txt"  # one class name per line, index order (written by `data import-labelme`)
+
+
+def build_land_parcels(manual_dir, data_dir=None, *, num_classes: int | None = None, validation_percent: float = 5.0,
                        overwrite: bool = False):
     """Build ``land_parcels/classes<N>[_val<P>]`` from the folders in ``manual_dir`` (no TensorFlow
-    needed; array_record). Returns the version folder."""
-    config = parcels_config(num_classes, validation_percent)
+    needed; array_record). The class names come from ``manual_dir/classes.txt`` when it is there
+    (its line count is then the number of classes), else the contest's for ``num_classes`` (default 4).
+    Returns the version folder."""
+    from pathlib import Path
+
+    names = None
+    listed = Path(manual_dir) / CLASSES_FILE
+    if listed.is_file():
+        names = tuple(line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip())
+        if num_classes is not None and num_classes != len(names):
+            raise ConfigError(f"{listed} names {len(names)} classes but --num-classes is {num_classes}")
+        num_classes = len(names)
+    config = parcels_config(4 if num_classes is None else num_classes, validation_percent, names)
     predefined = {c.name for c in LandParcels.BUILDER_CONFIGS}
     return build_tfds(LandParcels, manual_dir, data_dir, config=config.name if config.name in predefined else config,
                   overwrite=overwrite)

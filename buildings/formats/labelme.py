@@ -1,0 +1,139 @@
+"""labelme annotations (the JSON files the labelme tool saves beside each image) into the folder layout
+the multi-class builder reads (``buildings data import-labelme``).
+
+    project/a.jpg  project/a.json  ...   →   out/img_train/a.jpg   out/lab_train/a.png   out/classes.txt
+
+Each JSON's polygons (and rectangles) are filled in file order, later shapes over earlier ones, with
+the class index of their label: ``background`` is 0 and the ``--labels`` given are 1..N in order
+(``classes.txt`` records the names; ``data build --dataset land_parcels`` reads it). The label
+``__ignore__`` (labelme's convention) paints 255, unlabelled for training. The image is the file
+``imagePath`` names (relative to the JSON) or, when absent, the JSON's embedded ``imageData``; its
+bytes are copied unchanged. Refused, naming the file and the shape: unknown labels, points outside
+the image, shapes of other kinds (circle, line, point), a JSON whose image size disagrees with the
+image. Nothing is written unless every file is good (written to a temporary folder, then renamed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from buildings.errors import ConfigError, DataError
+from buildings.files import atomic_dir, write_bytes
+from buildings.formats.images import decode_image
+from buildings.formats.label_maps import encode_label_png
+
+__all__ = ["IGNORE_LABEL", "import_labelme", "rasterize_labelme"]
+
+IGNORE_LABEL = "__ignore__"
+BACKGROUND = "background"
+TOLERANCE = 0.5  # labelme stores pixel corners: a point may sit on the far edge (x = width)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a labelme JSON file ({err})") from None
+    if not isinstance(value, dict) or not isinstance(value.get("shapes"), list):
+        raise DataError(f"{path}: not a labelme JSON file (no \"shapes\" list)")
+    return value
+
+
+def _image_bytes(path: Path, value: dict) -> tuple[bytes, str]:
+    """(image file bytes, file name) of the annotation ``value`` read from ``path``."""
+    image_path = value.get("imagePath")
+    if image_path:
+        candidate = (path.parent / str(image_path).replace("\\", "/")).resolve()
+        if candidate.is_file():
+            return candidate.read_bytes(), candidate.name
+    if value.get("imageData"):
+        try:
+            data = base64.b64decode(value["imageData"], validate=True)
+        except (binascii.Error, ValueError):
+            raise DataError(f"{path}: imageData is not base64") from None
+        name = Path(str(image_path)).name if image_path else path.stem + ".png"
+        return data, name
+    raise DataError(f"{path}: its image {image_path!r} is missing and the JSON embeds no imageData")
+
+
+def rasterize_labelme(path, labels: list[str]) -> tuple[bytes, str, np.ndarray]:
+    """(image bytes, image file name, uint8 label map) of one labelme JSON; classes as in the module doc."""
+    path = Path(path)
+    value = _load_json(path)
+    data, name = _image_bytes(path, value)
+    image = decode_image(data, f"{path} (its image {name})")
+    height, width = image.shape[:2]
+    declared = (value.get("imageHeight"), value.get("imageWidth"))
+    if all(isinstance(v, int) for v in declared) and declared != (height, width):
+        raise DataError(f"{path}: imageHeight/imageWidth {declared[0]}x{declared[1]} but the image {name} is "
+                        f"{height}x{width}")
+    classes = {label: index + 1 for index, label in enumerate(labels)} | {BACKGROUND: 0, IGNORE_LABEL: 255}
+    out = np.zeros((height, width), np.uint8)
+    for number, shape in enumerate(value["shapes"], 1):
+        where = f"{path}: shape {number}"
+        label = shape.get("label")
+        if label not in classes:
+            known = ", ".join([BACKGROUND, *labels, IGNORE_LABEL])
+            raise DataError(f"{where}: unknown label {label!r} (known: {known}; add it to --labels)")
+        kind = shape.get("shape_type") or "polygon"
+        try:
+            points = np.asarray(shape.get("points"), np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise DataError(f"{where} ({label}): points are not a list of [x, y] pairs") from None
+        if kind == "rectangle" and len(points) == 2:
+            (x0, y0), (x1, y1) = points
+            points = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        elif kind != "polygon":
+            raise DataError(f"{where} ({label}): shape type {kind!r} is not supported (polygon or rectangle)")
+        if len(points) < 3:
+            raise DataError(f"{where} ({label}): a polygon needs at least 3 points, got {len(points)}")
+        outside = (points[:, 0] < -TOLERANCE) | (points[:, 0] > width + TOLERANCE) | \
+                  (points[:, 1] < -TOLERANCE) | (points[:, 1] > height + TOLERANCE)
+        if outside.any():
+            x, y = points[np.argmax(outside)]
+            raise DataError(f"{where} ({label}): point ({x:g}, {y:g}) is outside the {width}x{height} image")
+        cv2.fillPoly(out, [np.round(points).astype(np.int32)], int(classes[label]))
+    return data, name, out
+
+
+def import_labelme(source, out, labels: list[str], *, overwrite: bool = False) -> dict:
+    """Convert every ``*.json`` under ``source`` into ``out/img_train``, ``out/lab_train`` and
+    ``out/classes.txt``. Returns counts: images, shapes per class."""
+    source, out = Path(source), Path(out)
+    labels = [label.strip() for label in labels if label.strip()]
+    if not labels:
+        raise ConfigError("--labels: give the class names, e.g. --labels building or --labels building,road")
+    if len(set(labels)) != len(labels) or {BACKGROUND, IGNORE_LABEL} & set(labels):
+        raise ConfigError(f"--labels {','.join(labels)}: names must be distinct and not {BACKGROUND!r} or "
+                          f"{IGNORE_LABEL!r} (those are implied)")
+    if len(labels) + 1 > 254:
+        raise ConfigError(f"--labels: at most 253 classes, got {len(labels)}")
+    files = sorted(source.rglob("*.json")) if source.is_dir() else []
+    if not files:
+        raise DataError(f"{source}: no labelme .json files found")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out}: exists and is not empty (--overwrite replaces it)")
+    counts = {"images": 0, "pixels": [0] * (len(labels) + 1), "ignored_pixels": 0}
+    seen: dict[str, Path] = {}
+    with atomic_dir(out) as staging:
+        for path in files:
+            data, name, label_map = rasterize_labelme(path, labels)
+            stem = Path(name).stem
+            if stem in seen:
+                raise DataError(f"{path}: image {name} has the same name as the one of {seen[stem]}")
+            seen[stem] = path
+            write_bytes(staging / "img_train" / name, data)
+            write_bytes(staging / "lab_train" / f"{stem}.png", encode_label_png(label_map))
+            counts["images"] += 1
+            values = np.bincount(label_map.ravel(), minlength=256)
+            counts["pixels"] = [a + int(b) for a, b in zip(counts["pixels"], values[:len(labels) + 1], strict=True)]
+            counts["ignored_pixels"] += int(values[255])
+        (staging / "classes.txt").write_text("\n".join([BACKGROUND, *labels]) + "\n", encoding="utf-8")
+    counts["classes"] = [BACKGROUND, *labels]
+    return counts

@@ -1,0 +1,106 @@
+"""``buildings data import-labelme``: a generated labelme project (polygons traced from synthetic
+scenes, one rectangle class, an ``__ignore__`` region, one image embedded in its JSON) imports into
+the multi-class folder layout, builds with its class names and trains; bad annotations are refused
+naming the file and the shape, with nothing written."""
+
+import base64
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from buildings.cli import main
+from buildings.data.splits import open_split
+from buildings.data.synth import synth_scene
+from buildings.formats.label_maps import decode_label_png
+
+SIZE = 128
+
+
+def write_project(folder: Path, n: int = 10) -> dict[str, np.ndarray]:
+    """labelme files for ``n`` scenes; returns the label map each should import as."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    expected = {}
+    for i in range(n):
+        image, mask = synth_scene(rng, SIZE, p_empty=0.0)
+        name = f"scene{i:02d}.jpg"
+        jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        shapes = [{"label": "building", "points": c.reshape(-1, 2).tolist(), "shape_type": "polygon"}
+                  for c in contours if len(c) >= 3]
+        labels = np.zeros((SIZE, SIZE), np.uint8)
+        for s in shapes:
+            cv2.fillPoly(labels, [np.array(s["points"], np.int32)], 1)
+        road = [[0, 100 + i], [SIZE, 110 + i]]  # a rectangle, painted over the buildings it crosses
+        shapes.append({"label": "road", "points": road, "shape_type": "rectangle"})
+        cv2.fillPoly(labels, [np.array([[0, 100 + i], [SIZE, 100 + i], [SIZE, 110 + i], [0, 110 + i]], np.int32)], 2)
+        shapes.append({"label": "__ignore__", "points": [[0, 0], [10, 0], [10, 10]], "shape_type": "polygon"})
+        cv2.fillPoly(labels, [np.array([[0, 0], [10, 0], [10, 10]], np.int32)], 255)
+        document = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": name, "imageData": None,
+                    "imageHeight": SIZE, "imageWidth": SIZE}
+        if i == 0:  # labelme can embed the image instead
+            document["imageData"] = base64.b64encode(jpeg).decode()
+            document["imagePath"] = "elsewhere/" + name
+        else:
+            (folder / name).write_bytes(jpeg)
+        (folder / f"scene{i:02d}.json").write_text(json.dumps(document))
+        expected[Path(name).stem] = labels
+    return expected
+
+
+def test_a_labelme_project_imports_builds_and_trains(tmp_path):
+    expected = write_project(tmp_path / "project")
+    runner = CliRunner()
+    result = runner.invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out",
+                                  str(tmp_path / "imported"), "--labels", "building,road"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 10 images" in result.output
+    assert (tmp_path / "imported" / "classes.txt").read_text().split() == ["background", "building", "road"]
+    for stem, labels in expected.items():
+        png = tmp_path / "imported" / "lab_train" / f"{stem}.png"
+        assert np.array_equal(decode_label_png(png.read_bytes(), str(png)), labels), stem
+        assert (tmp_path / "imported" / "img_train" / f"{stem}.jpg").is_file()
+
+    result = runner.invoke(main, ["data", "build", "--dataset", "land_parcels", "--manual-dir",
+                                  str(tmp_path / "imported"), "--data-dir", str(tmp_path / "tfds"),
+                                  "--validation-percent", "20"])
+    assert result.exit_code == 0, result.output
+    dataset = next((tmp_path / "tfds").glob("land_parcels/*/*"))
+    train = open_split(dataset, "train")
+    assert train.num_classes == 3 and train.class_names == ("background", "building", "road")
+
+    run = tmp_path / "run"
+    result = runner.invoke(main, ["fit", "--data", str(dataset), "--model", "unet", "--model-option", "filters=4",
+                                  "--model-option", "depth=3", "--epochs", "2", "--batch-size", "4", "--image-size",
+                                  "64", "--aug", "none", "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) == 2 and {"val_iou_building", "val_iou_road"} <= set(history.columns)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["shapes"].append({"label": "tree", "points": [[1, 1], [5, 1], [5, 5]]}),
+     "scene01.json: shape {n}: unknown label 'tree'"),
+    (lambda d: d["shapes"].append({"label": "building", "points": [[1, 1], [500, 1], [5, 5]]}),
+     "scene01.json: shape {n} (building): point (500, 1) is outside the 128x128 image"),
+    (lambda d: d["shapes"].append({"label": "building", "points": [[1, 1], [5, 5]], "shape_type": "circle"}),
+     "scene01.json: shape {n} (building): shape type 'circle' is not supported"),
+    (lambda d: d.update(imageHeight=256), "scene01.json: imageHeight/imageWidth 256x128"),
+])
+def test_bad_annotations_are_refused_naming_file_and_shape(tmp_path, edit, message):
+    write_project(tmp_path / "project", n=3)
+    path = tmp_path / "project" / "scene01.json"
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+    result = CliRunner().invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out",
+                                       str(tmp_path / "imported"), "--labels", "building,road"])
+    assert result.exit_code != 0
+    assert message.format(n=len(document["shapes"])) in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "imported").exists() and not list(tmp_path.glob(".imported*"))
