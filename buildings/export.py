@@ -12,7 +12,8 @@ ONNX on the torch backend calls PyTorch's TorchScript exporter directly, as Kera
 ``model.export(format="onnx")`` does for dynamic shapes, with one difference: Keras traces with
 every dynamic dimension set to 1, a 1x1 image that no U-Net can pool (MaxPooling fails); here the
 trace uses a 256x256 image and the dimensions are declared dynamic. Other formats and backends go
-through ``model.export`` unchanged.
+through ``model.export`` unchanged. Torch exports trace Keras's own code, never the package's
+speed-ups (``runtime.torch_speedups.suspended``), whatever the calling process installed before.
 """
 
 from __future__ import annotations
@@ -68,9 +69,7 @@ def export_checkpoint(checkpoint, out, fmt: str = "onnx") -> Path:
     file (or SavedModel folder) appears only when complete."""
     import keras
 
-    from buildings.models import load_model
-    from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-    from buildings.runtime.graph_memory import activation_profile
+    from buildings.runtime import torch_speedups
 
     if fmt not in FORMATS:
         raise ConfigError(f"export format must be one of {sorted(FORMATS)}, got {fmt!r}")
@@ -83,6 +82,17 @@ def export_checkpoint(checkpoint, out, fmt: str = "onnx") -> Path:
     if fmt == "saved_model" and backend != "tensorflow":
         raise ConfigError("--format saved_model needs the tensorflow backend: run "
                           "KERAS_BACKEND=tensorflow buildings export ... (the checkpoint loads on any backend)")
+    with torch_speedups.suspended():
+        return _export(checkpoint, out, fmt, backend)
+
+
+def _export(checkpoint, out: Path, fmt: str, backend: str) -> Path:
+    import keras
+
+    from buildings.models import load_model
+    from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+    from buildings.runtime.graph_memory import activation_profile
+
     model = load_model(checkpoint, compile=False)
     classes = int(model.output_shape[-1])
     if fmt == "onnx":

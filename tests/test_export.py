@@ -52,6 +52,24 @@ def test_onnx_logits_match_keras_for_every_model(tmp_path, key):
         assert np.abs(got - expected).max() <= 1e-4, (key, shape, float(np.abs(got - expected).max()))
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the speed-ups exist on the torch backend only")
+def test_onnx_export_after_the_speedups_are_installed_traces_keras_own_code(tmp_path):
+    # torch's TorchScript exporter writes the fused BatchNorm's movedim(-1, 1) as an invalid
+    # Transpose perm that onnxruntime refuses; a process that trained or predicted first has them on
+    from buildings.runtime import install_patches, torch_speedups
+
+    model, path = save(tmp_path, "fcn", num_classes=3)
+    before = install_patches()
+    if not any(torch_speedups.installed().values()):
+        pytest.skip(f"the speed-ups are off here ({torch_speedups.unavailable_reason()})")
+    onnx_path = export_checkpoint(path, tmp_path / "fcn.onnx", "onnx")
+    assert torch_speedups.installed() == {"copies": before["copies"], "batch_norm": before["batch_norm"]}
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).normal(size=(1, 64, 64, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    assert np.abs(session.run(None, {"image": x})[0] - expected).max() <= 1e-4
+
+
 def write_images(folder, n=3, size=(96, 128)):
     folder.mkdir()
     rng = np.random.default_rng(0)

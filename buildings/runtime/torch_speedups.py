@@ -40,6 +40,7 @@ signatures. Plain Keras then runs, unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -48,7 +49,7 @@ import keras
 
 from buildings.runtime import keras_outside
 
-__all__ = ["VERIFIED_KERAS", "install", "installed", "uninstall", "unavailable_reason"]
+__all__ = ["VERIFIED_KERAS", "install", "installed", "suspended", "uninstall", "unavailable_reason"]
 
 # Keras minor versions (inclusive range) on which tests/test_torch_speedups.py passed, each run
 # against that version's own torch backend (experiments/RESULTS.md, "torch speed-ups across Keras
@@ -208,3 +209,19 @@ def uninstall() -> None:
         else:
             setattr(torch_nn, name, original)
     _originals.clear()
+
+
+@contextlib.contextmanager
+def suspended():
+    """Run the body with Keras's own code, then put back whichever substitutions were active.
+
+    For graph exporters: PyTorch's TorchScript ONNX exporter (torch 2.13) turns the fused
+    BatchNorm's ``movedim(-1, 1)`` into a Transpose with the invalid perm (0, -1, 1, 2), a file
+    onnxruntime refuses, and the substitutions only pay off in eager training anyway."""
+    active = installed()
+    uninstall()
+    try:
+        yield
+    finally:
+        if any(active.values()):
+            install(**active)
