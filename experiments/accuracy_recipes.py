@@ -12,7 +12,8 @@ Phases (``--phases``, comma-separated; finished runs are skipped, so the script 
   (threshold, min-area, hole filling, area gate, peak gate: added one at a time) applied to test_a.
 * ``bag``      ``--folds`` runs of the pretrained U-Net with ``fit --folds N --fold K``
   (``--fold-minutes`` each), the bag tuned on validation and predicted as one ensemble.
-* ``recipe``   ``buildings fit --config experiments/recipes/cpu-quick.json``, tuned, predicted, scored.
+* ``recipe``   ``buildings fit --config experiments/recipes/cpu-quick.json`` for every seed in ``--seeds``,
+  tuned on validation, predicted and scored end to end (the time from fit to score is in each row).
 
     python experiments/accuracy_recipes.py [--phases compare,bag,recipe] [--seeds 0,1,2] [--minutes 4]
         [--out /tmp/accuracy] > rows.log
@@ -158,14 +159,18 @@ def summary(out: Path) -> str:
     lines = ["| model | post-processing | seeds | val contest Dice (mean ± std) | test_a contest Dice (mean ± std) | per seed |",
              "|---|---|---:|---:|---:|---|"]
     groups: dict = {}
+    nothing = " (nothing chosen)"  # a step that chose nothing for a seed keeps that seed's row in its step
     for r in rows:
-        groups.setdefault((r["model"], r["post"]), []).append(r)
+        groups.setdefault((r["model"], r["post"].removesuffix(nothing)), []).append(r)
     for (model, post), rs in groups.items():
         def cell(key, rs=rs):
             v = [r[key] for r in rs if r.get(key) is not None]
             return f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else "") if v else ""
-        seeds = ", ".join(f"{r['seed']}: {r['test_a']:.4f}" for r in rs)
+        seeds = ", ".join(f"{r['seed']}: {r['test_a']:.4f}" + ("*" if r["post"].endswith(nothing) else "")
+                          for r in rs)
         lines.append(f"| {model} | {post} | {len(rs)} | {cell('val')} | {cell('test_a')} | {seeds} |")
+    lines.append("")
+    lines.append("`*`: this step chose nothing for that seed (its predictions are the step before's).")
     return "\n".join(lines)
 
 
@@ -228,12 +233,12 @@ def main() -> None:
             emit(tuned_rows([r / "best.keras" for r in runs], data, bag, log,
                             {"model": f"{args.folds}-fold bag", "seed": 0}, cli_check=False), out)
             (bag / "rows.done").touch()
-    if "recipe" in phases:
-        run = out / "cpu-quick"
+    for seed in [int(s) for s in args.seeds.split(",")] if "recipe" in phases else []:
+        run = out / f"cpu-quick-seed{seed}"
         if not (run / "rows.done").exists():
             start = time.perf_counter()
-            info = train(run, ["--config", str(ROOT / "experiments" / "recipes" / "cpu-quick.json"), "--seed", "0"])
-            rows = tuned_rows([run / "best.keras"], data, run, log, {"model": "cpu-quick recipe", "seed": 0, **info},
+            info = train(run, ["--config", str(ROOT / "experiments" / "recipes" / "cpu-quick.json"), "--seed", str(seed)])
+            rows = tuned_rows([run / "best.keras"], data, run, log, {"model": "cpu-quick recipe", "seed": seed, **info},
                               cli_check=True)
             for r in rows:
                 r["end_to_end_s"] = round(time.perf_counter() - start)
