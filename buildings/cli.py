@@ -222,24 +222,33 @@ def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_pe
 @data.command("import-labelme")
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder to write img_train/, lab_train/ and classes.txt into (then: data build "
-                   "--dataset land_parcels --manual-dir OUT).")
+              help="Folder to write into: img_train/, lab_train/ and classes.txt (then: data build "
+                   "--dataset land_parcels --manual-dir OUT), or train/ and train_mask.csv with --layout "
+                   "tianchi (then: data build --manual-dir OUT).")
 @click.option("--labels", required=True, metavar="NAME[,NAME...]",
               help="The polygon labels, in class order: they become classes 1..N (0 is background; "
                    "__ignore__ polygons become 255, unlabelled).")
+@click.option("--layout", type=click.Choice(["folders", "tianchi"]), default="folders", show_default=True,
+              help="folders: the multi-class layout (land_parcels). tianchi: the contest's own layout, "
+                   "train/ + train_mask.csv (RLE), for one label and 512x512 images (tianchi_buildings).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
-def data_import_labelme(source, out, labels, overwrite):
+def data_import_labelme(source, out, labels, layout, overwrite):
     """Turn a labelme project (image + .json per image, polygons or rectangles) into the folder
-    layout the multi-class builder reads. Unknown labels and points outside the image are refused,
-    naming the file and the shape; nothing is written unless every file converts."""
+    layout the multi-class builder reads, or the contest's layout for one class. Unknown labels and
+    points outside the image are refused, naming the file and the shape; nothing is written unless
+    every file converts."""
     from buildings.formats.labelme import import_labelme
 
-    counts = import_labelme(source, out, labels.split(","), overwrite=overwrite)
+    counts = import_labelme(source, out, labels.split(","), layout=layout, overwrite=overwrite)
     total = max(sum(counts["pixels"]), 1)
     shares = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in zip(counts["classes"], counts["pixels"],
                                                                           strict=True))
-    click.echo(f"wrote {counts['images']} images and label PNGs to {out} ({shares}); next: buildings data build "
-               f"--dataset land_parcels --manual-dir {out}")
+    if layout == "tianchi":
+        click.echo(f"wrote {counts['images']} images and train_mask.csv to {out} ({shares}); next: buildings "
+                   f"data build --manual-dir {out}")
+    else:
+        click.echo(f"wrote {counts['images']} images and label PNGs to {out} ({shares}); next: buildings data "
+                   f"build --dataset land_parcels --manual-dir {out}")
 
 
 @data.command("stats")

@@ -14,35 +14,40 @@ import pytest
 from click.testing import CliRunner
 
 from buildings.cli import main
-from buildings.data.splits import open_split
+from buildings.data.splits import decode_record, open_split
 from buildings.data.synth import synth_scene
 from buildings.formats.label_maps import decode_label_png
+from buildings.formats.rle import decode_rle
+from buildings.formats.submission import read_submission
 
 SIZE = 128
 
 
-def write_project(folder: Path, n: int = 10) -> dict[str, np.ndarray]:
-    """labelme files for ``n`` scenes; returns the label map each should import as."""
+def write_project(folder: Path, n: int = 10, size: int = SIZE, others: bool = True) -> dict[str, np.ndarray]:
+    """labelme files for ``n`` scenes (``others``: a road rectangle and an ``__ignore__`` triangle
+    besides the buildings); returns the label map each should import as."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(3)
     expected = {}
     for i in range(n):
-        image, mask = synth_scene(rng, SIZE, p_empty=0.0)
+        image, mask = synth_scene(rng, size, p_empty=0.0)
         name = f"scene{i:02d}.jpg"
         jpeg = cv2.imencode(".jpg", image)[1].tobytes()
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         shapes = [{"label": "building", "points": c.reshape(-1, 2).tolist(), "shape_type": "polygon"}
                   for c in contours if len(c) >= 3]
-        labels = np.zeros((SIZE, SIZE), np.uint8)
+        labels = np.zeros((size, size), np.uint8)
         for s in shapes:
             cv2.fillPoly(labels, [np.array(s["points"], np.int32)], 1)
-        road = [[0, 100 + i], [SIZE, 110 + i]]  # a rectangle, painted over the buildings it crosses
-        shapes.append({"label": "road", "points": road, "shape_type": "rectangle"})
-        cv2.fillPoly(labels, [np.array([[0, 100 + i], [SIZE, 100 + i], [SIZE, 110 + i], [0, 110 + i]], np.int32)], 2)
-        shapes.append({"label": "__ignore__", "points": [[0, 0], [10, 0], [10, 10]], "shape_type": "polygon"})
-        cv2.fillPoly(labels, [np.array([[0, 0], [10, 0], [10, 10]], np.int32)], 255)
+        if others:
+            road = [[0, 100 + i], [size, 110 + i]]  # a rectangle, painted over the buildings it crosses
+            shapes.append({"label": "road", "points": road, "shape_type": "rectangle"})
+            corners = [[0, 100 + i], [size, 100 + i], [size, 110 + i], [0, 110 + i]]
+            cv2.fillPoly(labels, [np.array(corners, np.int32)], 2)
+            shapes.append({"label": "__ignore__", "points": [[0, 0], [10, 0], [10, 10]], "shape_type": "polygon"})
+            cv2.fillPoly(labels, [np.array([[0, 0], [10, 0], [10, 10]], np.int32)], 255)
         document = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": name, "imageData": None,
-                    "imageHeight": SIZE, "imageWidth": SIZE}
+                    "imageHeight": size, "imageWidth": size}
         if i == 0:  # labelme can embed the image instead
             document["imageData"] = base64.b64encode(jpeg).decode()
             document["imagePath"] = "elsewhere/" + name
@@ -104,3 +109,59 @@ def test_bad_annotations_are_refused_naming_file_and_shape(tmp_path, edit, messa
     assert message.format(n=len(document["shapes"])) in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "imported").exists() and not list(tmp_path.glob(".imported*"))
+
+
+def test_one_class_imports_into_the_tianchi_layout_and_builds_as_the_contest_dataset(tmp_path):
+    expected = write_project(tmp_path / "project", n=4, size=512, others=False)
+    runner = CliRunner()
+    out = tmp_path / "tianchi"
+    result = runner.invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out", str(out),
+                                  "--labels", "building", "--layout", "tianchi"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 images and train_mask.csv" in result.output
+    masks = read_submission(out / "train_mask.csv", shape=(512, 512))
+    assert sorted(masks) == [f"{stem}.jpg" for stem in sorted(expected)]
+    for stem, labels in expected.items():
+        assert labels.any() and np.array_equal(decode_rle(masks[f"{stem}.jpg"]), labels), stem
+        assert (out / "train" / f"{stem}.jpg").is_file()
+
+    result = runner.invoke(main, ["data", "build", "--manual-dir", str(out), "--data-dir", str(tmp_path / "tfds")])
+    assert result.exit_code == 0, result.output
+    dataset = next((tmp_path / "tfds").glob("tianchi_buildings/*/*"))
+    built = {}
+    for split in ("train", "validation"):
+        source = open_split(dataset, split)
+        for i in range(len(source)):
+            record = source[i]
+            built[record["name"].decode()] = decode_record(record)[1]
+    assert sorted(built) == sorted(masks)
+    for name, mask in built.items():
+        assert np.array_equal(mask, expected[Path(name).stem]), name
+
+
+@pytest.mark.parametrize(("labels", "others", "size", "message"), [
+    ("building,road", False, 512, "--layout tianchi holds one class"),
+    ("building", True, 512, "unknown label 'road'"),  # the folder project's road rectangles
+    ("building", False, 128, "scene00.json: its image scene00.jpg is 128x128; the Tianchi layout holds 512x512"),
+])
+def test_the_tianchi_layout_refuses_what_it_cannot_hold(tmp_path, labels, others, size, message):
+    write_project(tmp_path / "project", n=2, size=size, others=others)
+    result = CliRunner().invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out",
+                                       str(tmp_path / "imported"), "--labels", labels, "--layout", "tianchi"])
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "imported").exists() and not list(tmp_path.glob(".imported*"))
+
+
+def test_the_tianchi_layout_refuses_ignore_regions_naming_the_file(tmp_path):
+    write_project(tmp_path / "project", n=2, size=512, others=False)
+    path = tmp_path / "project" / "scene01.json"
+    document = json.loads(path.read_text())
+    document["shapes"].append({"label": "__ignore__", "points": [[0, 0], [10, 0], [10, 10]]})
+    path.write_text(json.dumps(document))
+    result = CliRunner().invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out",
+                                       str(tmp_path / "imported"), "--labels", "building", "--layout", "tianchi"])
+    assert result.exit_code != 0
+    assert "scene01.json: has __ignore__ regions" in result.output, result.output
+    assert not (tmp_path / "imported").exists()

@@ -11,6 +11,13 @@ the class index of their label: ``background`` is 0 and the ``--labels`` given a
 bytes are copied unchanged. Refused, naming the file and the shape: unknown labels, points outside
 the image, shapes of other kinds (circle, line, point), a JSON whose image size disagrees with the
 image. Nothing is written unless every file is good (written to a temporary folder, then renamed).
+
+With ``layout="tianchi"`` (one label, 512x512 images) the output is the contest's own layout instead,
+which ``buildings data build`` (the ``tianchi_buildings`` builder) reads like the download:
+
+    project/a.jpg  project/a.json  ...   →   out/train/a.jpg   out/train_mask.csv   (name<TAB>RLE)
+
+``__ignore__`` regions are refused there: the contest's masks are 0/1, with no "unlabelled" value.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ from buildings.errors import ConfigError, DataError
 from buildings.files import atomic_dir, write_bytes
 from buildings.formats.images import decode_image
 from buildings.formats.label_maps import encode_label_png
+from buildings.formats.rle import encode_rle
+from buildings.formats.submission import write_submission
 
-__all__ = ["IGNORE_LABEL", "import_labelme", "rasterize_labelme"]
+__all__ = ["IGNORE_LABEL", "LAYOUTS", "import_labelme", "rasterize_labelme"]
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND = "background"
+LAYOUTS = ("folders", "tianchi")
+TIANCHI_SHAPE = (512, 512)  # what the tianchi_buildings builder reads
 TOLERANCE = 0.5  # labelme stores pixel corners: a point may sit on the far edge (x = width)
 
 
@@ -102,13 +113,19 @@ def rasterize_labelme(path, labels: list[str]) -> tuple[bytes, str, np.ndarray]:
     return data, name, out
 
 
-def import_labelme(source, out, labels: list[str], *, overwrite: bool = False) -> dict:
+def import_labelme(source, out, labels: list[str], *, layout: str = "folders", overwrite: bool = False) -> dict:
     """Convert every ``*.json`` under ``source`` into ``out/img_train``, ``out/lab_train`` and
-    ``out/classes.txt``. Returns counts: images, shapes per class."""
+    ``out/classes.txt`` (``layout="folders"``) or ``out/train`` and ``out/train_mask.csv``
+    (``layout="tianchi"``). Returns counts: images, pixels per class."""
     source, out = Path(source), Path(out)
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:
         raise ConfigError("--labels: give the class names, e.g. --labels building or --labels building,road")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout {layout!r}: use {' or '.join(LAYOUTS)}")
+    if layout == "tianchi" and len(labels) != 1:
+        raise ConfigError(f"--layout tianchi holds one class (0/1 building masks), got --labels {','.join(labels)} "
+                          f"(use --layout folders for several)")
     if len(set(labels)) != len(labels) or {BACKGROUND, IGNORE_LABEL} & set(labels):
         raise ConfigError(f"--labels {','.join(labels)}: names must be distinct and not {BACKGROUND!r} or "
                           f"{IGNORE_LABEL!r} (those are implied)")
@@ -121,6 +138,7 @@ def import_labelme(source, out, labels: list[str], *, overwrite: bool = False) -
         raise ConfigError(f"{out}: exists and is not empty (--overwrite replaces it)")
     counts = {"images": 0, "pixels": [0] * (len(labels) + 1), "ignored_pixels": 0}
     seen: dict[str, Path] = {}
+    masks: dict[str, str] = {}  # the tianchi layout's train_mask.csv rows
     with atomic_dir(out) as staging:
         for path in files:
             data, name, label_map = rasterize_labelme(path, labels)
@@ -128,12 +146,25 @@ def import_labelme(source, out, labels: list[str], *, overwrite: bool = False) -
             if stem in seen:
                 raise DataError(f"{path}: image {name} has the same name as the one of {seen[stem]}")
             seen[stem] = path
-            write_bytes(staging / "img_train" / name, data)
-            write_bytes(staging / "lab_train" / f"{stem}.png", encode_label_png(label_map))
-            counts["images"] += 1
             values = np.bincount(label_map.ravel(), minlength=256)
+            if layout == "tianchi":
+                if label_map.shape != TIANCHI_SHAPE:
+                    raise DataError(f"{path}: its image {name} is {label_map.shape[1]}x{label_map.shape[0]}; the "
+                                    f"Tianchi layout holds 512x512 tiles (use --layout folders)")
+                if values[255]:
+                    raise DataError(f"{path}: has {IGNORE_LABEL} regions, which the Tianchi layout's 0/1 masks "
+                                    f"cannot hold (use --layout folders)")
+                write_bytes(staging / "train" / name, data)
+                masks[name] = encode_rle(label_map == 1)
+            else:
+                write_bytes(staging / "img_train" / name, data)
+                write_bytes(staging / "lab_train" / f"{stem}.png", encode_label_png(label_map))
+            counts["images"] += 1
             counts["pixels"] = [a + int(b) for a, b in zip(counts["pixels"], values[:len(labels) + 1], strict=True)]
             counts["ignored_pixels"] += int(values[255])
-        (staging / "classes.txt").write_text("\n".join([BACKGROUND, *labels]) + "\n", encoding="utf-8")
+        if layout == "tianchi":
+            write_submission(staging / "train_mask.csv", masks, shape=TIANCHI_SHAPE)
+        else:
+            (staging / "classes.txt").write_text("\n".join([BACKGROUND, *labels]) + "\n", encoding="utf-8")
     counts["classes"] = [BACKGROUND, *labels]
     return counts
