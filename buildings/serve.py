@@ -14,7 +14,7 @@ Routes
 
 A bad upload gets a 4xx with one ``detail`` line: 400 for an empty file, an undecodable image or a
 multi-class model asked for polygons, 413 past ``max_upload_bytes`` (a declared Content-Length is
-checked before the body is read; a body without one is counted as it is read, in chunks),
+checked before the body is parsed; a body without one is counted as it is read, in chunks),
 415 for a GeoTIFF without rasterio, 422 when the ``file`` field is missing (FastAPI's own).
 Predictions run one at a time (a lock): the model, not the server, is the bottleneck.
 """
@@ -22,6 +22,7 @@ Predictions run one at a time (a lock): the model, not the server, is the bottle
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at run time.
 import tempfile
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -32,6 +33,27 @@ from buildings.serve_page import PAGE
 __all__ = ["create_app", "PAGE"]
 
 CHUNK = 1 << 20
+# An over-limit body is read and discarded (never parsed or kept) before the 413 goes out, up to these
+# bounds, as nginx's lingering close does: closing a socket with unread data makes the kernel reset the
+# connection, and a client that sends its whole body before reading (urllib, requests) then sees
+# a broken pipe instead of the 413. Past the bounds the 413 is sent anyway and the connection closed.
+DRAIN_BYTES = 256 << 20
+DRAIN_SECONDS = 10.0
+
+
+async def _discard_body(request) -> int:
+    """Read and drop ``request``'s body up to DRAIN_BYTES / DRAIN_SECONDS; returns the bytes read."""
+    from starlette.requests import ClientDisconnect
+
+    read, started = 0, time.monotonic()
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > DRAIN_BYTES or time.monotonic() - started > DRAIN_SECONDS:
+                break
+    except ClientDisconnect:
+        pass
+    return read
 
 
 def _decode_upload(data: bytes, filename: str):
@@ -99,8 +121,9 @@ def create_app(predictor, *, threshold: float = 0.5, postprocess=None, max_uploa
         # refused at once. A body sent without a length is counted while the route reads it.
         declared = request.headers.get("content-length", "")
         if request.method == "POST" and declared.isdigit() and int(declared) > max_upload_bytes + CHUNK:
+            await _discard_body(request)
             return JSONResponse({"detail": f"upload of {int(declared)} bytes is over the {max_upload_bytes}-byte "
-                                           "upload limit"}, status_code=413)
+                                           "upload limit"}, status_code=413, headers={"Connection": "close"})
         return await call_next(request)
 
     @app.get("/health")

@@ -122,7 +122,7 @@ def test_predict_answers_geojson_in_map_coordinates_for_a_geotiff(server, tmp_pa
 @pytest.mark.parametrize(("data", "filename", "code", "says"), [
     (b"", "empty.png", 400, "empty file"),
     (b"this is not an image at all", "notes.png", 400, "notes.png: not a decodable image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\0" * (2 << 20), "huge.png", 413, "upload limit"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * (16 << 20), "huge.png", 413, "upload limit"),
     (None, "", 422, "file"),
 ])
 def test_bad_uploads_get_a_clear_4xx(server, data, filename, code, says):
