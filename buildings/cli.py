@@ -243,12 +243,9 @@ def data_import_labelme(source, out, labels, layout, overwrite):
     total = max(sum(counts["pixels"]), 1)
     shares = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in zip(counts["classes"], counts["pixels"],
                                                                           strict=True))
-    if layout == "tianchi":
-        click.echo(f"wrote {counts['images']} images and train_mask.csv to {out} ({shares}); next: buildings "
-                   f"data build --manual-dir {out}")
-    else:
-        click.echo(f"wrote {counts['images']} images and label PNGs to {out} ({shares}); next: buildings data "
-                   f"build --dataset land_parcels --manual-dir {out}")
+    masks, build = ("train_mask.csv", "") if layout == "tianchi" else ("label PNGs", "--dataset land_parcels ")
+    click.echo(f"wrote {counts['images']} images and {masks} to {out} ({shares}); next: buildings data build "
+               f"{build}--manual-dir {out}")
 
 
 @data.command("stats")

@@ -41,8 +41,8 @@ DRAIN_BYTES = 256 << 20
 DRAIN_SECONDS = 10.0
 
 
-async def _discard_body(request) -> int:
-    """Read and drop ``request``'s body up to DRAIN_BYTES / DRAIN_SECONDS; returns the bytes read."""
+async def _discard_body(request) -> None:
+    """Read and drop ``request``'s body, up to DRAIN_BYTES / DRAIN_SECONDS."""
     from starlette.requests import ClientDisconnect
 
     read, started = 0, time.monotonic()
@@ -53,7 +53,6 @@ async def _discard_body(request) -> int:
                 break
     except ClientDisconnect:
         pass
-    return read
 
 
 def _decode_upload(data: bytes, filename: str):
@@ -118,7 +117,8 @@ def create_app(predictor, *, threshold: float = 0.5, postprocess=None, max_uploa
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         # Before FastAPI parses (and spools) the multipart body: a declared size over the limit is
-        # refused at once. A body sent without a length is counted while the route reads it.
+        # refused unparsed (its bytes drained, see DRAIN_BYTES). A body sent without a length is counted
+        # while the route reads it.
         declared = request.headers.get("content-length", "")
         if request.method == "POST" and declared.isdigit() and int(declared) > max_upload_bytes + CHUNK:
             await _discard_body(request)

@@ -34,7 +34,7 @@ from buildings.errors import ConfigError, DataError
 from buildings.files import atomic_dir, write_bytes
 from buildings.formats.images import decode_image
 from buildings.formats.label_maps import encode_label_png
-from buildings.formats.rle import encode_rle
+from buildings.formats.rle import DEFAULT_SHAPE, encode_rle
 from buildings.formats.submission import write_submission
 
 __all__ = ["IGNORE_LABEL", "LAYOUTS", "import_labelme", "rasterize_labelme"]
@@ -42,7 +42,6 @@ __all__ = ["IGNORE_LABEL", "LAYOUTS", "import_labelme", "rasterize_labelme"]
 IGNORE_LABEL = "__ignore__"
 BACKGROUND = "background"
 LAYOUTS = ("folders", "tianchi")
-TIANCHI_SHAPE = (512, 512)  # what the tianchi_buildings builder reads
 TOLERANCE = 0.5  # labelme stores pixel corners: a point may sit on the far edge (x = width)
 
 
@@ -148,9 +147,10 @@ def import_labelme(source, out, labels: list[str], *, layout: str = "folders", o
             seen[stem] = path
             values = np.bincount(label_map.ravel(), minlength=256)
             if layout == "tianchi":
-                if label_map.shape != TIANCHI_SHAPE:
-                    raise DataError(f"{path}: its image {name} is {label_map.shape[1]}x{label_map.shape[0]}; the "
-                                    f"Tianchi layout holds 512x512 tiles (use --layout folders)")
+                if label_map.shape != DEFAULT_SHAPE:  # the contest's tile, what tianchi_buildings reads
+                    height, width = label_map.shape
+                    raise DataError(f"{path}: its image {name} is {width}x{height}; the Tianchi layout holds "
+                                    f"{DEFAULT_SHAPE[1]}x{DEFAULT_SHAPE[0]} tiles (use --layout folders)")
                 if values[255]:
                     raise DataError(f"{path}: has {IGNORE_LABEL} regions, which the Tianchi layout's 0/1 masks "
                                     f"cannot hold (use --layout folders)")
@@ -163,7 +163,7 @@ def import_labelme(source, out, labels: list[str], *, layout: str = "folders", o
             counts["pixels"] = [a + int(b) for a, b in zip(counts["pixels"], values[:len(labels) + 1], strict=True)]
             counts["ignored_pixels"] += int(values[255])
         if layout == "tianchi":
-            write_submission(staging / "train_mask.csv", masks, shape=TIANCHI_SHAPE)
+            write_submission(staging / "train_mask.csv", masks, shape=DEFAULT_SHAPE)
         else:
             (staging / "classes.txt").write_text("\n".join([BACKGROUND, *labels]) + "\n", encoding="utf-8")
     counts["classes"] = [BACKGROUND, *labels]
