@@ -90,7 +90,7 @@ def bench_current_backend(spec: dict) -> dict:
     from buildings.models import build_model
     from buildings.runtime import install_patches, torch_speedups
     from buildings.runtime.device import describe_device
-    from buildings.training.config import PRECISIONS
+    from buildings.config import PRECISIONS
 
     install_patches()  # none for torch-plain (BUILDINGS_TORCH_SPEEDUPS=0, BUILDINGS_FREE_INTERMEDIATES=0)
     keras.mixed_precision.set_global_policy(PRECISIONS[spec["precision"]])

@@ -362,7 +362,7 @@ FIT_OPTIONS = [
 
 
 def _fit_options(function):
-    from buildings.training.config import FitConfig
+    from buildings.config import FitConfig
 
     defaults = FitConfig()
     for flag, name, kind, text in reversed(FIT_OPTIONS):
@@ -776,7 +776,7 @@ def bench_command(model, model_option, image_size, batch_size, steps, precision,
     same initial weights, same batches): throughput, step-time percentiles, first-step (compile)
     time, peak memory, and the loss after N steps."""
     from buildings.benchmark import run_bench
-    from buildings.training.config import parse_model_options
+    from buildings.config import parse_model_options
 
     jit = {"auto": "auto", "true": True, "false": False}[jit_compile]
     rows = run_bench(model, image_size=image_size, batch_size=batch_size, steps=steps, precision=precision,

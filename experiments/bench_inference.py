@@ -28,7 +28,7 @@ from buildings.inference import Predictor, load_checkpoints  # noqa: E402
 from buildings.models import build_model  # noqa: E402
 from buildings.runtime import torch_speedups  # noqa: E402
 from buildings.runtime.device import describe_device  # noqa: E402
-from buildings.training.config import PRECISIONS, parse_model_options  # noqa: E402
+from buildings.config import PRECISIONS, parse_model_options  # noqa: E402
 
 
 def images_per_second(predictor: Predictor, images: list[np.ndarray]) -> float:

@@ -36,7 +36,7 @@ from buildings.models import build_model  # noqa: E402
 from buildings.runtime import install_patches  # noqa: E402
 from buildings.runtime.device import accelerator_available, describe_device  # noqa: E402
 from buildings.task import Task  # noqa: E402
-from buildings.training.config import PRECISIONS, parse_model_options  # noqa: E402
+from buildings.config import PRECISIONS, parse_model_options  # noqa: E402
 from buildings.training.training_model import TrainingModel  # noqa: E402
 
 

@@ -69,7 +69,7 @@ def test_a_fold_run_records_its_fold_and_fold_checkpoints_predict_as_an_ensemble
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "experiments" / "recipes").glob("*.json")),
                          ids=lambda p: p.stem)
 def test_every_recipe_is_a_valid_fit_config(recipe):
-    from buildings.training.config import make_fit_config
+    from buildings.config import make_fit_config
 
     payload = json.loads(recipe.read_text())
     assert payload["comment"].strip() and payload["after"], "a recipe says why, and what comes after training"

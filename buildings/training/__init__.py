@@ -3,7 +3,7 @@
     from buildings.training import FitConfig, fit
     result = fit(FitConfig(model="attunet", data="tianchi_buildings", epochs=30))
 
-Names are loaded on first use, so ``buildings.training.config`` (what the command line needs to
+Names are loaded on first use, so ``buildings.config`` (what the command line needs to
 show its options) does not import Keras.
 """
 
@@ -13,11 +13,12 @@ import importlib
 
 __all__ = ["FitConfig", "RunDirectory", "RunResult", "fit", "load_run_config", "make_fit_config"]
 
-_HOMES = {"FitConfig": "config", "load_run_config": "config", "make_fit_config": "config",
-          "RunDirectory": "run_dir", "RunResult": "trainer", "fit": "trainer"}
+_HOMES = {"FitConfig": "buildings.config", "load_run_config": "buildings.config",
+          "make_fit_config": "buildings.config", "RunDirectory": "buildings.training.run_dir",
+          "RunResult": "buildings.training.trainer", "fit": "buildings.training.trainer"}
 
 
 def __getattr__(name: str):
     if name in _HOMES:
-        return getattr(importlib.import_module(f"buildings.training.{_HOMES[name]}"), name)
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'buildings.training' has no attribute {name!r}")

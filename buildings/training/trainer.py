@@ -27,7 +27,7 @@ from buildings.runtime import install_patches
 from buildings.runtime.device import accelerator_available, describe_device
 from buildings.task import Task
 from buildings.training.callbacks import EpochCommit, LineProgress, RunEstimate, Throughput, TimeBudget
-from buildings.training.config import PRECISIONS, FitConfig, resolve_with_data
+from buildings.config import PRECISIONS, FitConfig, resolve_with_data
 from buildings.training.run_dir import RunDirectory, git_commit, package_versions
 from buildings.training.training_model import TrainingModel
 

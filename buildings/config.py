@@ -1,4 +1,4 @@
-"""Training options as data: a run's config.json reproduces it.
+"""Training options as data (no Keras here: the command line shows them): a run's config.json reproduces it.
 
 :class:`FitConfig` holds every option of ``buildings fit`` (flags map one to one);
 :func:`make_fit_config` merges flags over a config file or a run being resumed;
