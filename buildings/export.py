@@ -4,7 +4,7 @@
 Every format takes float32 images (B, H, W, 3) normalised with the ImageNet mean and std (what the
 models were trained on) and returns logits (B, H, W, C); batch, height and width stay dynamic
 (height and width multiples of 32). The ONNX file carries what a runtime needs beyond the graph in
-its metadata (:data:`METADATA`): the number of classes, the normalisation, and the activation
+its metadata (``formats.onnx_metadata``): the number of classes, the normalisation, and the activation
 memory per pixel that sizes prediction batches; ``buildings predict --checkpoint model.onnx`` runs
 the whole predict path through onnxruntime with it (``inference.onnx_model``).
 
@@ -24,10 +24,9 @@ from pathlib import Path
 from buildings.errors import ConfigError, OutputError
 from buildings.files import atomic_dir, atomic_path
 
-__all__ = ["FORMATS", "METADATA", "export_checkpoint"]
+__all__ = ["FORMATS", "export_checkpoint"]
 
 FORMATS = {"onnx": ".onnx", "saved_model": "", "torch": ".pt2"}
-METADATA = "buildings."  # prefix of the ONNX metadata keys written here
 SAMPLE = 256  # side of the traced image; any multiple of 32 works at run time
 ONNX_OPSET = 17
 
@@ -57,10 +56,12 @@ def _onnx_torch(model, path: Path) -> None:
 def _add_metadata(path: Path, values: dict) -> None:
     import onnx
 
+    from buildings.formats.onnx_metadata import encode
+
     proto = onnx.load(str(path))
-    for key, value in values.items():
+    for key, value in encode(values).items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA + key, str(value)
+        entry.key, entry.value = key, value
     onnx.save(proto, str(path))
 
 
@@ -89,6 +90,7 @@ def export_checkpoint(checkpoint, out, fmt: str = "onnx") -> Path:
 def _export(checkpoint, out: Path, fmt: str, backend: str) -> Path:
     import keras
 
+    from buildings.formats.onnx_metadata import INPUT
     from buildings.models import load_model
     from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
     from buildings.runtime.graph_memory import activation_profile
@@ -96,16 +98,16 @@ def _export(checkpoint, out: Path, fmt: str, backend: str) -> Path:
     model = load_model(checkpoint, compile=False)
     classes = int(model.output_shape[-1])
     if fmt == "onnx":
-        peak, largest = activation_profile(model, 512, 512)
+        peak, largest = activation_profile(model, SAMPLE, SAMPLE)
         with atomic_path(out, suffix=".onnx") as temporary:
             if backend == "torch":
                 _onnx_torch(model, temporary)
             else:
                 spec = keras.InputSpec(shape=(None, None, None, 3), dtype="float32", name="image")
                 model.export(str(temporary), format="onnx", verbose=False, input_signature=[spec])
-            _add_metadata(temporary, {"num_classes": classes, "model": model.name, "input": "NHWC float32 RGB",
+            _add_metadata(temporary, {"num_classes": classes, "model": model.name, "input": INPUT,
                                       "mean": list(map(float, IMAGENET_MEAN)), "std": list(map(float, IMAGENET_STD)),
-                                      "peak_bytes_per_pixel": peak / 512**2, "largest_per_pixel": largest / 512**2,
+                                      "peak_bytes_per_pixel": peak / SAMPLE**2, "largest_per_pixel": largest / SAMPLE**2,
                                       "source": Path(checkpoint).name})
     elif fmt == "torch":
         import torch

@@ -1,8 +1,10 @@
 """What a model's input is: RGB scaled to [0, 1] then normalised with the ImageNet mean / std.
 
-The data pipeline produces it (:func:`normalise`), inference produces it, and the encoders' input
-adapter undoes it (``buildings.models.encoders``) to give each pretrained family the input it was
-trained on. Kept here, NumPy-only, so that models and data share it without importing each other.
+:func:`normalise` is the one place this is written. It takes NumPy arrays (the ONNX path, tests) or
+Keras tensors (``xp=keras.ops``: the training step and the inference model on the device, which
+receive uint8 batches). The encoders' input adapter undoes it (``buildings.models.encoders``) to
+give each pretrained family the input it was trained on. Kept here, NumPy-only, so that models and
+data share it without importing each other.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def normalise(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB (..., 3) → float32, ImageNet mean/std normalised (what the models expect)."""
-    return (images.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+def normalise(images, xp=np, *, scaled: bool = False):
+    """uint8 RGB (..., 3) → float32, ImageNet mean/std normalised (what the models expect).
+
+    ``xp``: the array namespace, NumPy (default) or ``keras.ops`` for tensors on the device.
+    ``scaled``: the images are already float in [0, 1] (training augments them there first)."""
+    x = np.asarray(images).astype(np.float32) if xp is np else xp.cast(images, "float32")
+    return ((x if scaled else x / 255.0) - IMAGENET_MEAN) / IMAGENET_STD

@@ -101,15 +101,16 @@ def _geojson(mask: np.ndarray, probs: np.ndarray, transform, crs, min_area: int)
     return out
 
 
-def create_app(predictor, *, threshold: float = 0.5, postprocess=None, max_upload_bytes: int = 50 << 20):
-    """The FastAPI app serving ``predictor`` (a :class:`~buildings.inference.Predictor`)."""
+def create_app(predictor, *, max_upload_bytes: int = 50 << 20):
+    """The FastAPI app serving ``predictor`` (a :class:`~buildings.inference.Predictor`) with its
+    rule (``predictor.rule``: threshold and post-processing; a request's ``threshold`` replaces the
+    threshold only)."""
     from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     from buildings.formats.rle import encode_rle
-    from buildings.inference.postprocess import Postprocess
-
-    post = postprocess or Postprocess()
+    rule = predictor.rule
+    threshold = rule.threshold
     task = predictor.task
     lock = threading.Lock()
     app = FastAPI(title="buildings", description="Building masks from aerial images")
@@ -163,33 +164,27 @@ def create_app(predictor, *, threshold: float = 0.5, postprocess=None, max_uploa
                                      f"{task.num_classes} classes")
         with lock:
             probs = predictor.probabilities(image)
-        cut = threshold if threshold_ is None else threshold_
-        mask = post(task.to_mask(probs, cut), probs)
+        mask = (rule if threshold_ is None else rule.with_threshold(threshold_)).mask(probs)
         if format == "probability":
             return Response(_png(np.round(probs[..., 0] * 255).astype(np.uint8)), media_type="image/png")
         if format == "png":
-            return Response(_png((mask * (255 if task.binary else 1)).astype(np.uint8)), media_type="image/png")
+            return Response(_png(task.mask_png(mask)), media_type="image/png")
         if format == "rle":
             if not task.binary:
                 raise HTTPException(400, f"format rle is for building (binary) models; this one has "
                                          f"{task.num_classes} classes")
             return {"name": file.filename, "rle": encode_rle(mask), "height": int(mask.shape[0]),
                     "width": int(mask.shape[1]), "building_pixels": int(mask.sum())}
-        return JSONResponse(_geojson(mask, probs[..., 0], transform, crs, post.min_area),
+        return JSONResponse(_geojson(mask, probs[..., 0], transform, crs, rule.postprocess.min_area),
                             media_type="application/geo+json")
 
     return app
 
 
-def serve(checkpoints, *, host: str = "127.0.0.1", port: int = 8000, threshold: float = 0.5, postprocess=None,
-          tta: str = "none", max_upload_mb: float = 50.0) -> None:
-    """Load ``checkpoints`` and serve them until interrupted."""
+def serve(predictor, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 50.0) -> None:
+    """Serve ``predictor`` until interrupted."""
     import uvicorn
 
-    from buildings.inference import Predictor
-
-    predictor = Predictor.from_checkpoints(checkpoints, tta=tta, threshold=threshold)
-    app = create_app(predictor, threshold=threshold, postprocess=postprocess,
-                     max_upload_bytes=int(max_upload_mb * (1 << 20)))
+    app = create_app(predictor, max_upload_bytes=int(max_upload_mb * (1 << 20)))
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -3,7 +3,7 @@
 A model and a dataset each have a :class:`Task`, built from their number of classes:
 
 * ``Task(1)``, **binary** (the Tianchi contest): one logit per pixel, masks in {0, 1},
-  probabilities by sigmoid, masks by a threshold, the contest Dice as the score and the monitored
+  probabilities by sigmoid, masks by a threshold (``inference.prediction.MaskRule``), the contest Dice as the score and the monitored
   metric, an RLE file as the submission, min-area / hole filling as post-processing.
 * ``Task(N)``, N ≥ 2, **N classes** (the 地块分割 contests): N logits per pixel, masks of class
   indices with 255 = unlabelled (ignored by every loss, metric and score, and the padding value),
@@ -122,26 +122,16 @@ class Task:
         return "val_contest_dice" if self.binary else "val_miou"
 
     # -- prediction ----------------------------------------------------------------------------
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """float32 probabilities from (..., C) logits: sigmoid for one logit, softmax for N."""
-        logits = np.asarray(logits, np.float32)
-        if self.binary:
-            return 0.5 + 0.5 * np.tanh(0.5 * logits)  # the sigmoid, without overflow for any logit
-        shifted = np.exp(logits - logits.max(-1, keepdims=True))
-        return shifted / shifted.sum(-1, keepdims=True)
+    def probabilities(self, logits, xp=np):
+        """float32 probabilities from (..., C) logits: sigmoid for one logit, softmax for N.
 
-    def to_mask(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """uint8 (H, W) mask from (H, W, C) probabilities: {0, 1} above ``threshold``, or the argmax."""
+        The one activation of the package: ``xp`` is NumPy (default) or ``keras.ops`` (on the
+        device). The sigmoid is written with tanh, which overflows for no logit."""
+        logits = np.asarray(logits, np.float32) if xp is np else xp.cast(logits, "float32")
         if self.binary:
-            return (probs[..., 0] > threshold).astype(np.uint8)
-        return probs.argmax(-1).astype(np.uint8)
-
-    def votes(self, probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """One model's ballot for a majority vote: 0/1 per pixel (binary) or one-hot of the argmax;
-        the ensemble's mean ballot is then turned into a mask with :meth:`to_mask` at 0.5 / argmax."""
-        if self.binary:
-            return (probs > threshold).astype(np.float32)
-        return np.eye(self.num_classes, dtype=np.float32)[probs.argmax(-1)]
+            return 0.5 + 0.5 * xp.tanh(0.5 * logits)
+        shifted = xp.exp(logits - xp.max(logits, axis=-1, keepdims=True))
+        return shifted / xp.sum(shifted, axis=-1, keepdims=True)
 
     @property
     def default_output_format(self) -> str:
@@ -158,12 +148,6 @@ class Task:
             raise ConfigError(f"an RLE submission needs a one-logit (binary) model; this one has "
                               f"{self.num_classes} classes: write a result.zip (png-zip) instead")
         return output_format
-
-    def check_binary_postprocessing(self, active: bool) -> None:
-        """Min-area, hole filling and the like act on building masks only."""
-        if active and not self.binary:
-            raise ConfigError(f"min-area and fill-holes are binary post-processing; this model has "
-                              f"{self.num_classes} classes")
 
     def mask_png(self, mask: np.ndarray) -> np.ndarray:
         """A mask as a viewable single-channel PNG: buildings white (0/255), or class indices."""

@@ -108,14 +108,15 @@ def contest_dice(probabilities: dict[str, np.ndarray], values: dict) -> float:
     """test_a contest Dice of thresholded, post-processed probabilities (what `buildings predict` writes)."""
     from buildings.formats.rle import decode_rle
     from buildings.formats.submission import image_dice, read_submission
-    from buildings.inference.postprocess import Postprocess
+    from buildings.inference import MaskRule, Postprocess
 
     truth = read_submission(TRUTH)
-    post = Postprocess(min_area=values.get("min_area", 0), fill_holes=values.get("fill_holes", False),
-                       empty_below_area=values.get("empty_below_area", 0),
-                       empty_below_peak=values.get("empty_below_peak", 0.0))
-    scores = [image_dice(post((p >= values.get("threshold", 0.5)).astype(np.uint8), p[..., None]).astype(bool),
-                         decode_rle(truth[name])) for name, p in probabilities.items()]
+    rule = MaskRule(values.get("threshold", 0.5),
+                    Postprocess(min_area=values.get("min_area", 0), fill_holes=values.get("fill_holes", False),
+                                empty_below_area=values.get("empty_below_area", 0),
+                                empty_below_peak=values.get("empty_below_peak", 0.0)))
+    scores = [image_dice(rule.mask(p[..., None]).astype(bool), decode_rle(truth[name]))
+              for name, p in probabilities.items()]
     assert len(scores) == len(truth)
     return float(np.mean(scores))
 

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from buildings.config import PRECISIONS, parse_model_options  # noqa: E402
 from buildings.inference import Predictor, load_checkpoints  # noqa: E402
 from buildings.models import build_model  # noqa: E402
 from buildings.runtime import torch_speedups  # noqa: E402
 from buildings.runtime.device import describe_device  # noqa: E402
-from buildings.config import PRECISIONS, parse_model_options  # noqa: E402
 
 
 def images_per_second(predictor: Predictor, images: list[np.ndarray]) -> float:
@@ -66,10 +66,11 @@ def main() -> None:
             torch_speedups.install()
         keras.utils.set_random_seed(0)
         models = load_checkpoints([args.checkpoint]) if args.checkpoint else [build_model(args.model, **options)]
-        if not speedups:
-            torch_speedups.uninstall()  # load_checkpoints installs them
         for tta, passes in (("none", 1), ("flip", 3), ("d4", 8)):
-            rate = images_per_second(Predictor(models, tta=tta, batch_size=args.batch), images)
+            predictor = Predictor(models, tta=tta, batch_size=args.batch)
+            if not speedups:
+                torch_speedups.uninstall()  # a Predictor installs them, as every entry point does
+            rate = images_per_second(predictor, images)
             print(f"| {backend} | {'on' if speedups else 'off'} | {tta} | {passes} | {rate:.2f} |", flush=True)
 
 

@@ -21,6 +21,7 @@ from buildings.data.splits import open_split, split_items  # noqa: E402
 from buildings.formats.submission import score_submission  # noqa: E402
 from buildings.inference import (  # noqa: E402
     DEFAULT_THRESHOLDS,
+    MaskRule,
     Postprocess,
     Predictor,
     evaluate,
@@ -49,7 +50,7 @@ def main() -> None:
         ("baseline: 1 model, no TTA, threshold 0.5", dict(models=models[:1]), {}),
         ("TTA flip", dict(models=models[:1], tta="flip"), {}),
         ("TTA d4", dict(models=models[:1], tta="d4"), {}),
-        (f"tuned threshold {tuned:.2f}", dict(models=models[:1], threshold=tuned), {}),
+        (f"tuned threshold {tuned:.2f}", dict(models=models[:1]), {"threshold": tuned}),
         ("min-area 50 px", dict(models=models[:1]), {"min_area": 50}),
         ("min-area 50 px + fill holes", dict(models=models[:1]), {"min_area": 50, "fill_holes": True}),
     ]
@@ -58,7 +59,7 @@ def main() -> None:
             (f"ensemble of {len(models)} (mean)", dict(models=models), {}),
             (f"ensemble of {len(models)} (vote)", dict(models=models, vote=True), {}),
             (f"ensemble + TTA flip + threshold {tuned:.2f} + min-area 50",
-             dict(models=models, tta="flip", threshold=tuned), {"min_area": 50}),
+             dict(models=models, tta="flip"), {"threshold": tuned, "min_area": 50}),
         ]
     if args.skip_d4:
         configs = [c for c in configs if "d4" not in c[0]]
@@ -68,7 +69,8 @@ def main() -> None:
     for label, predictor_args, post in configs:
         start = time.perf_counter()
         items = split_items(open_split(args.data, "test", args.data_dir))
-        write_predictions(Predictor(**predictor_args), items, out, postprocess=Postprocess(**post))
+        rule = MaskRule(post.pop("threshold", 0.5), Postprocess(**post))
+        write_predictions(Predictor(**predictor_args, rule=rule), items, out)
         seconds = time.perf_counter() - start
         score = score_submission(out, args.truth)
         print(f"| {label} | {score.dice:.4f} | {score.dice_with_buildings:.4f} | "

@@ -166,11 +166,11 @@ def test_export_refusals_are_one_line(tmp_path):
     proto = onnx.load(str(exported))
     del proto.metadata_props[:]
     onnx.save(proto, str(bare))
-    from buildings.inference.onnx_model import OnnxModel
+    from buildings.inference.backends import OnnxBackend
 
     with pytest.raises(CheckpointError, match="bare.onnx: an ONNX model without the metadata"):
-        OnnxModel(bare)
+        OnnxBackend(bare)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="junk.onnx: not a loadable ONNX model"):
-        OnnxModel(tmp_path / "junk.onnx")
+        OnnxBackend(tmp_path / "junk.onnx")
     assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))

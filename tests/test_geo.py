@@ -7,6 +7,7 @@ with the raster's CRS and transform, and each rectangle as one polygon at the ma
 transform gives, also the rectangles that cross the borders of the blocks the raster is streamed in.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from conftest import ROOT
 
 from buildings.errors import ConfigError
-from buildings.inference import Postprocess, Predictor
+from buildings.inference import MaskRule, Postprocess, Predictor
 from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 rasterio = pytest.importorskip("rasterio", reason="the [deploy] extra (rasterio, shapely, pyogrio) is not installed")
@@ -87,7 +88,8 @@ def read_polygons(path):
 
 def test_geotiff_mask_keeps_crs_and_transform_and_polygons_land_on_the_map(tmp_path, predictor):
     source = write_raster(tmp_path / "ortho.tif")
-    report = predict_raster(predictor, source, postprocess=Postprocess(min_area=20), mask_out=tmp_path / "mask.tif",
+    predictor = dataclasses.replace(predictor, rule=MaskRule(postprocess=Postprocess(min_area=20)))
+    report = predict_raster(predictor, source, mask_out=tmp_path / "mask.tif",
                             vectorize_out=tmp_path / "buildings.gpkg", simplify=0, block=128, halo=32)
     with rasterio.open(tmp_path / "mask.tif") as mask_file:
         assert mask_file.crs.to_string() == CRS

@@ -13,10 +13,10 @@ from buildings.errors import CheckpointError, ImageReadError
 from buildings.formats.images import decode_image, iter_images
 from buildings.formats.rle import decode_rle
 from buildings.formats.submission import read_submission
-from buildings.inference.checkpoints import load_checkpoints
-from buildings.inference.postprocess import fill_holes, remove_small_components
+from buildings.inference.backends import load_checkpoints
+from buildings.inference.prediction import fill_holes, remove_small_components
 from buildings.inference.predict import write_predictions
-from buildings.inference.predictor import Predictor, tta_transforms
+from buildings.inference.predictor import Predictor
 from buildings.models import build_model
 from buildings.preprocessing import normalise
 
@@ -79,16 +79,20 @@ def test_small_and_odd_sizes_are_padded_and_cropped(tiny_model):
         assert probs.shape == (h, w, 1) and np.isfinite(probs).all()
 
 
-def test_tta_transforms_invert_and_d4_is_eight_distinct_views():
+def test_tta_views_invert_and_d4_is_eight_distinct_views():
+    from buildings import tta
+
     x = np.arange(2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
-    views = []
-    for forward, inverse in tta_transforms("d4"):
-        np.testing.assert_array_equal(inverse(forward(x)), x)
-        views.append(forward(x).tobytes())
-    assert len(set(views)) == 8
-    assert len(tta_transforms("flip")) == 3
+    seen = []
+    for view in tta.views("d4"):
+        np.testing.assert_array_equal(tta.undo(tta.apply(x, view), view), x)
+        seen.append(tta.apply(x, view).tobytes())
+    assert len(set(seen)) == 8
+    flips = [tta.apply(x, view) for view in tta.views("flip")]
+    np.testing.assert_array_equal(flips[1], x[:, :, ::-1])  # horizontal
+    np.testing.assert_array_equal(flips[2], x[:, ::-1])  # vertical: a half turn then a horizontal flip
     with pytest.raises(ValueError):
-        tta_transforms("d8")
+        tta.views("d8")
 
 
 def test_d4_tta_is_the_mean_over_the_dihedral_group(tiny_model):
@@ -110,8 +114,8 @@ def test_ensemble_mean_weights_and_vote(tiny_model):
     p = [direct(m, image) for m in (tiny_model, other, third)]
     mean = Predictor([tiny_model, other], weights=[3, 1]).probabilities(image)
     np.testing.assert_allclose(mean, 0.75 * p[0] + 0.25 * p[1], atol=1e-6)
-    voter = Predictor([tiny_model, other, third], vote=True, threshold=0.5)
-    majority = (np.sum([q > 0.5 for q in p], axis=0) >= 2)[..., 0]
+    voter = Predictor([tiny_model, other, third], vote=True)
+    majority = (np.sum([q >= 0.5 for q in p], axis=0) >= 2)[..., 0]  # ballots at the rule's threshold, >=
     np.testing.assert_array_equal(voter.mask(voter.probabilities(image)).astype(bool), majority)
 
 

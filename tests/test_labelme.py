@@ -116,7 +116,7 @@ def test_one_class_imports_into_the_tianchi_layout_and_builds_as_the_contest_dat
     runner = CliRunner()
     out = tmp_path / "tianchi"
     result = runner.invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out", str(out),
-                                  "--labels", "building", "--layout", "tianchi"])
+                                  "--labels", "building", "--dataset", "tianchi_buildings"])
     assert result.exit_code == 0, result.output
     assert "wrote 4 images and train_mask.csv" in result.output
     masks = read_submission(out / "train_mask.csv", shape=(512, 512))
@@ -140,14 +140,14 @@ def test_one_class_imports_into_the_tianchi_layout_and_builds_as_the_contest_dat
 
 
 @pytest.mark.parametrize(("labels", "others", "size", "message"), [
-    ("building,road", False, 512, "--layout tianchi holds one class"),
+    ("building,road", False, 512, "--dataset tianchi_buildings holds one class"),
     ("building", True, 512, "unknown label 'road'"),  # the folder project's road rectangles
     ("building", False, 128, "scene00.json: its image scene00.jpg is 128x128; the Tianchi layout holds 512x512"),
 ])
 def test_the_tianchi_layout_refuses_what_it_cannot_hold(tmp_path, labels, others, size, message):
     write_project(tmp_path / "project", n=2, size=size, others=others)
     result = CliRunner().invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out",
-                                       str(tmp_path / "imported"), "--labels", labels, "--layout", "tianchi"])
+                                       str(tmp_path / "imported"), "--labels", labels, "--dataset", "tianchi_buildings"])
     assert result.exit_code != 0
     assert message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -161,7 +161,7 @@ def test_the_tianchi_layout_refuses_ignore_regions_naming_the_file(tmp_path):
     document["shapes"].append({"label": "__ignore__", "points": [[0, 0], [10, 0], [10, 10]]})
     path.write_text(json.dumps(document))
     result = CliRunner().invoke(main, ["data", "import-labelme", str(tmp_path / "project"), "--out",
-                                       str(tmp_path / "imported"), "--labels", "building", "--layout", "tianchi"])
+                                       str(tmp_path / "imported"), "--labels", "building", "--dataset", "tianchi_buildings"])
     assert result.exit_code != 0
     assert "scene01.json: has __ignore__ regions" in result.output, result.output
     assert not (tmp_path / "imported").exists()

@@ -7,14 +7,33 @@ import numpy as np
 import pytest
 
 from buildings.inference.device_model import ProbabilityModel
-from buildings.inference.predictor import tta_transforms
 from buildings.models import build_model
 from buildings.preprocessing import normalise
 
 
+def _d4(k: int, flip: bool):
+    """A view written independently of buildings.tta: k quarter turns with np.rot90, then a mirror."""
+    def forward(x):
+        x = np.rot90(x, k, axes=(1, 2))
+        return x[:, :, ::-1] if flip else x
+
+    def inverse(y):
+        return np.rot90(y[:, :, ::-1] if flip else y, -k, axes=(1, 2))
+
+    return forward, inverse
+
+
+REFERENCE_VIEWS = {  # what the modes promise: the identity; + horizontal and vertical flips; the dihedral group
+    "none": [_d4(0, False)],
+    "flip": [_d4(0, False), (lambda x: x[:, :, ::-1], lambda y: y[:, :, ::-1]),
+             (lambda x: x[:, ::-1], lambda y: y[:, ::-1])],
+    "d4": [_d4(k, f) for k in range(4) for f in (False, True)],
+}
+
+
 def reference(model, images, mode, num_classes):
     total = 0.0
-    transforms = tta_transforms(mode)
+    transforms = REFERENCE_VIEWS[mode]
     for forward, inverse in transforms:
         logits = np.asarray(model.predict_on_batch(np.ascontiguousarray(forward(normalise(images)))), np.float64)
         if num_classes == 1:

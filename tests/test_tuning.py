@@ -4,7 +4,6 @@ postprocess.json that predict and evaluate apply by default, flags that override
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import cv2
 import keras
@@ -14,7 +13,15 @@ from click.testing import CliRunner
 
 from buildings.cli import main
 from buildings.data.splits import SplitSource
-from buildings.inference import Postprocess, evaluate, load_choice, tune_postprocess
+from buildings.inference import (
+    InferenceBackend,
+    MaskRule,
+    Postprocess,
+    Predictor,
+    evaluate,
+    load_choice,
+    tune_postprocess,
+)
 from buildings.models import build_model
 from buildings.task import Task
 
@@ -23,11 +30,15 @@ def test_the_empty_tile_gates_drop_the_whole_mask():
     mask = np.zeros((32, 32), np.uint8)
     mask[2:6, 2:6] = 1  # 16 px
     probs = np.where(mask, 0.7, 0.1).astype(np.float32)
-    assert Postprocess(empty_below_area=17)(mask, probs).sum() == 0
-    assert Postprocess(empty_below_area=16)(mask, probs).sum() == 16
-    assert Postprocess(empty_below_peak=0.8)(mask, probs).sum() == 0
-    assert Postprocess(empty_below_peak=0.6)(mask, probs).sum() == 16
-    assert Postprocess(empty_below_peak=0.8)(mask).sum() == 16  # no probabilities: the peak gate cannot judge
+    probs = probs[..., None]
+
+    def kept(**gates):
+        return int(MaskRule(0.5, Postprocess(**gates)).mask(probs).sum())
+
+    assert kept(empty_below_area=17) == 0
+    assert kept(empty_below_area=16) == 16
+    assert kept(empty_below_peak=0.8) == 0
+    assert kept(empty_below_peak=0.6) == 16
     assert Postprocess(empty_below_area=17).active and not Postprocess().active
 
 
@@ -35,17 +46,18 @@ def _png(array: np.ndarray) -> bytes:
     return cv2.imencode(".png", array)[1].tobytes()
 
 
-@dataclass
-class ProbabilitiesInTheImage:
-    """A stand-in predictor whose building probability is the image's red channel / 255."""
+class RedChannelBackend(InferenceBackend):
+    """A stand-in model behind the inference-backend protocol: its building probability is the
+    image's red channel / 255."""
 
-    task: Task = Task(1)
-    vote: bool = False
-    tta: str = "none"
-    batch_size: int = 4
+    name, task = "red", Task(1)
 
-    def batch_probabilities(self, images):
-        return [image[..., 0].astype(np.float32) / 255 for image in images]
+    def probabilities(self, windows, tta="none"):
+        return windows[..., :1].astype(np.float32) / 255
+
+
+def red_channel_predictor():
+    return Predictor([RedChannelBackend()], batch_size=4)
 
 
 def test_tuning_finds_what_empty_tiles_need(tmp_path):
@@ -62,13 +74,13 @@ def test_tuning_finds_what_empty_tiles_need(tmp_path):
             image[50:55, 50:60, 0] = 200  # 50 px, probability 0.78
         records.append({"image": _png(image[..., ::-1]), "mask": _png(truth), "name": f"t{k}.png", "has_mask": True})
     source = SplitSource(records=records, name="fake", split="validation", directory=tmp_path, task=Task(1))
-    choice = tune_postprocess(ProbabilitiesInTheImage(), source)
+    choice = tune_postprocess(red_channel_predictor(), source)
     assert choice.baseline == pytest.approx(0.5)
     assert choice.score == pytest.approx(1.0)
     # Any of: a min-area or an area gate above 50 px, a peak gate or a threshold above 0.78; ties go to
     # the simplest (one change, the threshold nearest 0.5).
-    post = choice.postprocess
-    fixes = [post.min_area > 50, post.empty_below_area > 50, post.empty_below_peak > 0.78, choice.threshold > 0.78]
+    post = choice.rule.postprocess
+    fixes = [post.min_area > 50, post.empty_below_area > 50, post.empty_below_peak > 0.78, choice.rule.threshold > 0.78]
     assert sum(fixes) == 1, choice
     assert choice.steps[0][0] == "threshold 0.5, nothing else" and choice.steps[-1][1] == pytest.approx(1.0)
 
@@ -91,20 +103,20 @@ def test_tune_writes_the_choice_predict_applies_and_flags_override(synth_dataset
     # The fast search scores exactly what the real evaluation path scores with that choice.
     from buildings.inference import Predictor
 
-    predictor = Predictor.from_checkpoints([checkpoint], threshold=choice.threshold)
-    result = evaluate(predictor, synth_dataset, "validation", postprocess=choice.postprocess)
+    predictor = Predictor.from_checkpoints([checkpoint], rule=choice.rule)
+    result = evaluate(predictor, synth_dataset, "validation")
     assert result.dice == pytest.approx(choice.score, abs=1e-9)
 
     applied = runner.invoke(main, ["predict", "--checkpoint", str(checkpoint), "--data", str(synth_dataset),
                                    "--out", str(tmp_path / "a.csv")])
     assert applied.exit_code == 0, applied.output
-    assert f"threshold {choice.threshold:g}" in applied.output and "postprocess.json" in applied.output
+    assert f"threshold {choice.rule.threshold:g}" in applied.output and "postprocess.json" in applied.output
     overridden = runner.invoke(main, ["predict", "--checkpoint", str(checkpoint), "--data", str(synth_dataset),
                                       "--min-area", "7", "--out", str(tmp_path / "b.csv")])
     assert overridden.exit_code == 0 and "min-area 7" in overridden.output and "overridden by --min-area" in overridden.output
     plain = runner.invoke(main, ["predict", "--checkpoint", str(checkpoint), "--data", str(synth_dataset),
                                  "--postprocess", "none", "--out", str(tmp_path / "c.csv")])
-    assert plain.exit_code == 0 and "threshold 0.5, no post-processing (from flags)" in plain.output
+    assert plain.exit_code == 0 and "threshold 0.5, no post-processing (from defaults)" in plain.output
 
     (checkpoint.parent / "postprocess.json").write_text(json.dumps({"threshold": 3}))
     broken = runner.invoke(main, ["predict", "--checkpoint", str(checkpoint), "--data", str(synth_dataset),

@@ -20,7 +20,7 @@ import numpy as np
 
 from buildings.errors import DataError, SubmissionError
 from buildings.formats.images import ImageArchive, decode_image
-from buildings.formats.rle import decode_rle
+from buildings.formats.rle import CONTEST_SHAPE, decode_rle
 from buildings.formats.submission import read_submission
 
 __all__ = ["CONTEST_FILES", "ContestDownload", "ContestExample", "open_contest"]
@@ -90,7 +90,7 @@ class ContestDownload:
             yield ContestExample(name=name, image_bytes=data, mask=mask, source=where)
 
 
-def open_contest(manual_dir, *, shape=(512, 512)) -> ContestDownload:
+def open_contest(manual_dir, *, shape=CONTEST_SHAPE) -> ContestDownload:
     """Open the contest files in ``manual_dir`` (zips or extracted) and check names and RLE text.
 
     Raises :class:`DataError` naming the file (and line) of the first problem found.

@@ -24,6 +24,7 @@ import numpy as np
 from buildings.errors import ConfigError, DataError, LabelMapError
 from buildings.formats.images import ImageArchive, decode_image
 from buildings.formats.label_maps import check_labels, decode_label_png
+from buildings.formats.rle import CONTEST_SHAPE
 
 __all__ = ["CLASS_NAMES", "LandParcelsDownload", "ParcelExample", "class_names_for", "contest_to_folders",
            "open_land_parcels"]
@@ -156,7 +157,7 @@ def open_land_parcels(manual_dir, *, num_classes: int = 4) -> LandParcelsDownloa
         _label_of={name: label_stems[Path(name).stem] for name in train_names}, _test=test)
 
 
-def contest_to_folders(manual_dir, out, *, shape=(512, 512)) -> dict[str, Path]:
+def contest_to_folders(manual_dir, out, *, shape=CONTEST_SHAPE) -> dict[str, Path]:
     """Write a binary Tianchi download (``manual_dir``) in this folder layout as 2 classes (0
     background, 1 building): ``img_train/`` + ``lab_train/`` from train, ``img_testA/`` from test
     (and ``lab_testA/`` from ``test_a_mask.csv`` when present, for local scoring). JPEG bytes are

@@ -28,6 +28,7 @@ import cv2
 import keras
 import numpy as np
 
+from buildings.config import AUGMENT_ON, AUGMENTATIONS
 from buildings.data.augment import draw_augment_params
 from buildings.data.splits import decode_record
 from buildings.errors import ConfigError
@@ -35,8 +36,6 @@ from buildings.task import Task
 
 __all__ = ["AUGMENTATIONS", "AUGMENT_ON", "SegmentationBatches", "build_augmentation", "cutmix", "pad_batch"]
 
-AUGMENTATIONS = ("none", "light", "strong")
-AUGMENT_ON = ("cpu", "device")
 
 
 def build_augmentation(preset: str, image_size: int | tuple[int, int] | None = None, *,

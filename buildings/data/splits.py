@@ -144,6 +144,17 @@ def split_items(source: SplitSource) -> Iterator[tuple[str, Callable[[], np.ndar
         yield record_name(record), (lambda r=record: decode_record(r)[0])
 
 
+def labelled_items(source: SplitSource, purpose: str = "score") -> Iterator[tuple[str, Callable]]:
+    """(name, loader of (image, truth)) pairs of a labelled split, in stored order; a split with an
+    image without a mask is refused when that image is reached, naming the split and ``purpose``."""
+    for index in range(len(source)):
+        record = source[index]
+        if not bool(record.get("has_mask", True)):
+            raise ConfigError(f"split {source.split!r} of {source.directory} has images without masks: "
+                              f"cannot {purpose} on it")
+        yield record_name(record), (lambda r=record: decode_record(r))
+
+
 # -- k-fold: the training split in N folds by a hash of the image name --------------------------------------
 class _Picked:
     """Records ``picks`` (indices) of a source, as one random-access list."""

@@ -12,7 +12,7 @@ bytes are copied unchanged. Refused, naming the file and the shape: unknown labe
 the image, shapes of other kinds (circle, line, point), a JSON whose image size disagrees with the
 image. Nothing is written unless every file is good (written to a temporary folder, then renamed).
 
-With ``layout="tianchi"`` (one label, 512x512 images) the output is the contest's own layout instead,
+With ``dataset="tianchi_buildings"`` (one label, 512x512 images) the output is the contest's own layout instead,
 which ``buildings data build`` (the ``tianchi_buildings`` builder) reads like the download:
 
     project/a.jpg  project/a.json  ...   →   out/train/a.jpg   out/train_mask.csv   (name<TAB>RLE)
@@ -34,14 +34,14 @@ from buildings.errors import ConfigError, DataError
 from buildings.files import atomic_dir, write_bytes
 from buildings.formats.images import decode_image
 from buildings.formats.label_maps import encode_label_png
-from buildings.formats.rle import DEFAULT_SHAPE, encode_rle
+from buildings.formats.rle import CONTEST_SHAPE, encode_rle
 from buildings.formats.submission import write_submission
 
 __all__ = ["IGNORE_LABEL", "LAYOUTS", "import_labelme", "rasterize_labelme"]
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND = "background"
-LAYOUTS = ("folders", "tianchi")
+LAYOUTS = ("land_parcels", "tianchi_buildings")  # the dataset each output layout builds into
 TOLERANCE = 0.5  # labelme stores pixel corners: a point may sit on the far edge (x = width)
 
 
@@ -112,19 +112,21 @@ def rasterize_labelme(path, labels: list[str]) -> tuple[bytes, str, np.ndarray]:
     return data, name, out
 
 
-def import_labelme(source, out, labels: list[str], *, layout: str = "folders", overwrite: bool = False) -> dict:
+def import_labelme(source, out, labels: list[str], *, dataset: str = "land_parcels", overwrite: bool = False) -> dict:
     """Convert every ``*.json`` under ``source`` into ``out/img_train``, ``out/lab_train`` and
-    ``out/classes.txt`` (``layout="folders"``) or ``out/train`` and ``out/train_mask.csv``
-    (``layout="tianchi"``). Returns counts: images, pixels per class."""
+    ``out/classes.txt`` (``dataset="land_parcels"``, the multi-class folder layout) or ``out/train``
+    and ``out/train_mask.csv`` (``dataset="tianchi_buildings"``, the contest's). Returns counts:
+    images, pixels per class."""
     source, out = Path(source), Path(out)
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:
         raise ConfigError("--labels: give the class names, e.g. --labels building or --labels building,road")
-    if layout not in LAYOUTS:
-        raise ConfigError(f"--layout {layout!r}: use {' or '.join(LAYOUTS)}")
-    if layout == "tianchi" and len(labels) != 1:
-        raise ConfigError(f"--layout tianchi holds one class (0/1 building masks), got --labels {','.join(labels)} "
-                          f"(use --layout folders for several)")
+    if dataset not in LAYOUTS:
+        raise ConfigError(f"--dataset {dataset!r}: use {' or '.join(LAYOUTS)}")
+    tianchi = dataset == "tianchi_buildings"
+    if tianchi and len(labels) != 1:
+        raise ConfigError(f"--dataset tianchi_buildings holds one class (0/1 building masks), got --labels "
+                          f"{','.join(labels)} (use --dataset land_parcels for several)")
     if len(set(labels)) != len(labels) or {BACKGROUND, IGNORE_LABEL} & set(labels):
         raise ConfigError(f"--labels {','.join(labels)}: names must be distinct and not {BACKGROUND!r} or "
                           f"{IGNORE_LABEL!r} (those are implied)")
@@ -146,14 +148,14 @@ def import_labelme(source, out, labels: list[str], *, layout: str = "folders", o
                 raise DataError(f"{path}: image {name} has the same name as the one of {seen[stem]}")
             seen[stem] = path
             values = np.bincount(label_map.ravel(), minlength=256)
-            if layout == "tianchi":
-                if label_map.shape != DEFAULT_SHAPE:  # the contest's tile, what tianchi_buildings reads
+            if tianchi:
+                if label_map.shape != CONTEST_SHAPE:  # the contest's tile, what tianchi_buildings reads
                     height, width = label_map.shape
                     raise DataError(f"{path}: its image {name} is {width}x{height}; the Tianchi layout holds "
-                                    f"{DEFAULT_SHAPE[1]}x{DEFAULT_SHAPE[0]} tiles (use --layout folders)")
+                                    f"{CONTEST_SHAPE[1]}x{CONTEST_SHAPE[0]} tiles (use --dataset land_parcels)")
                 if values[255]:
                     raise DataError(f"{path}: has {IGNORE_LABEL} regions, which the Tianchi layout's 0/1 masks "
-                                    f"cannot hold (use --layout folders)")
+                                    f"cannot hold (use --dataset land_parcels)")
                 write_bytes(staging / "train" / name, data)
                 masks[name] = encode_rle(label_map == 1)
             else:
@@ -162,8 +164,8 @@ def import_labelme(source, out, labels: list[str], *, layout: str = "folders", o
             counts["images"] += 1
             counts["pixels"] = [a + int(b) for a, b in zip(counts["pixels"], values[:len(labels) + 1], strict=True)]
             counts["ignored_pixels"] += int(values[255])
-        if layout == "tianchi":
-            write_submission(staging / "train_mask.csv", masks, shape=DEFAULT_SHAPE)
+        if tianchi:
+            write_submission(staging / "train_mask.csv", masks, shape=CONTEST_SHAPE)
         else:
             (staging / "classes.txt").write_text("\n".join([BACKGROUND, *labels]) + "\n", encoding="utf-8")
     counts["classes"] = [BACKGROUND, *labels]

@@ -21,9 +21,9 @@ import numpy as np
 
 from buildings.errors import RLEError, excerpt
 
-__all__ = ["DEFAULT_SHAPE", "MAX_PIXELS", "decode_rle", "encode_rle", "validate_rle"]
+__all__ = ["CONTEST_SHAPE", "MAX_PIXELS", "decode_rle", "encode_rle", "validate_rle"]
 
-DEFAULT_SHAPE = (512, 512)
+CONTEST_SHAPE = (512, 512)  # the Tianchi tile (height, width): the one place it is written
 # The largest mask decoded (16384 x 16384): a mask is one byte a pixel, and scoring holds a few at
 # once; a mistyped shape such as 100000x100000 would otherwise exhaust memory with no message.
 MAX_PIXELS = 2**28
@@ -112,13 +112,13 @@ def _raise_run_error(text: str, starts: np.ndarray, lengths: np.ndarray, n_pixel
     raise AssertionError("no bad run found")  # pragma: no cover - callers checked first
 
 
-def validate_rle(text: str, shape=DEFAULT_SHAPE) -> int:
+def validate_rle(text: str, shape=CONTEST_SHAPE) -> int:
     """Check ``text`` is a well-formed RLE for ``shape``; return its number of runs."""
     starts, _ = _parse_runs(text, _shape_pixels(shape))
     return int(starts.size)
 
 
-def decode_rle(text: str, shape=DEFAULT_SHAPE) -> np.ndarray:
+def decode_rle(text: str, shape=CONTEST_SHAPE) -> np.ndarray:
     """Decode contest RLE ``text`` to a ``uint8`` mask of ``shape`` with values in {0, 1}.
 
     The result is a Fortran-ordered array (it is the column-major pixel order reshaped without a

@@ -23,7 +23,7 @@ import numpy as np
 from buildings.errors import RLEError, SubmissionError, excerpt, shorten
 from buildings.files import atomic_path
 from buildings.formats.archives import open_zip, read_member
-from buildings.formats.rle import DEFAULT_SHAPE, decode_rle, validate_rle
+from buildings.formats.rle import CONTEST_SHAPE, decode_rle, validate_rle
 
 __all__ = [
     "SubmissionError",
@@ -241,7 +241,7 @@ def _check_same_names(pred: Mapping, truth: Mapping, pred_label: str, truth_labe
     raise SubmissionError("image names differ: " + "; ".join(parts))
 
 
-def score_submission(submission, truth, *, shape=DEFAULT_SHAPE) -> SubmissionScore:
+def score_submission(submission, truth, *, shape=CONTEST_SHAPE) -> SubmissionScore:
     """Score ``submission`` against ``truth``: each a path or a ``{name: rle}`` mapping."""
     pred_rows, pred_label = _as_rows(submission, shape, "the submission")
     true_rows, true_label = _as_rows(truth, shape, "the truth")
@@ -275,6 +275,6 @@ def score_submission(submission, truth, *, shape=DEFAULT_SHAPE) -> SubmissionSco
     )
 
 
-def mean_image_dice(submission, truth, *, shape=DEFAULT_SHAPE) -> float:
+def mean_image_dice(submission, truth, *, shape=CONTEST_SHAPE) -> float:
     """The contest score: mean per-image Dice (1 when both empty)."""
     return score_submission(submission, truth, shape=shape).dice

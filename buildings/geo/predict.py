@@ -8,9 +8,12 @@ input's CRS and transform (written window by window, renamed into place when com
 buildings to :class:`~buildings.geo.vectorize.BuildingPolygons`. Memory is a few blocks plus the
 model's batch, whatever the raster's size.
 
-Post-processing on a raster: the threshold, hole filling and min-area apply (min-area on whole
-buildings: components that reach into the halo are kept in the mask, the polygons drop whole
-buildings under it); the empty-tile gates are about contest tiles and are not applied.
+Post-processing on a raster is the predictor's rule (``inference.prediction.MaskRule``), as for a
+tile: the threshold, min-area, hole filling, and the empty-image gates with the whole raster as the
+image (judged once every block is predicted; a gated raster's mask is rewritten empty and it has no
+polygons). Within a block, components touching an open block edge are kept whatever their size
+(``MaskRule.block_mask``); the polygons, joined across blocks, then drop whole buildings under
+min-area. A raster of one block gets exactly a tile's mask.
 """
 
 from __future__ import annotations
@@ -20,14 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from buildings.errors import ConfigError
 from buildings.files import atomic_path
 from buildings.geo.raster import GeoRaster
 from buildings.geo.vectorize import BuildingPolygons, write_polygons
-from buildings.inference.postprocess import Postprocess, fill_holes
 
 __all__ = ["RasterReport", "predict_raster"]
 
@@ -41,34 +42,22 @@ class RasterReport:
     building_pixels: int = 0
     polygons: int | None = None
     scaling: str | None = None
+    gated: bool = False  # the empty-image gates dropped the whole raster
 
     def describe(self) -> str:
         share = 100 * self.building_pixels / max(self.width * self.height, 1)
         text = f"{self.path.name}: {self.width}x{self.height} px, {self.crs}; {share:.2f}% building pixels"
+        text += " (all dropped by the empty-image gates)" if self.gated else ""
         return text + (f", {self.polygons} building polygons" if self.polygons is not None else "")
 
 
-def _drop_small_inside(mask: np.ndarray, min_area: int, open_edges: tuple[bool, bool, bool, bool]) -> np.ndarray:
-    """Remove components under ``min_area`` pixels, except those touching an open edge (top,
-    bottom, left, right) of the window: they continue outside it and their size is unknown here."""
-    if min_area <= 1:
-        return mask
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
-    for is_open, edge in zip(open_edges, (labels[0], labels[-1], labels[:, 0], labels[:, -1]), strict=True):
-        if is_open:
-            keep[np.unique(edge)] = True
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
-
-
-def predict_raster(predictor, path, *, threshold: float = 0.5, postprocess: Postprocess | None = None,
-                   bands: tuple[int, ...] | None = None, mask_out=None, vectorize_out=None,
+def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mask_out=None, vectorize_out=None,
                    simplify: float = 1.0, block: int = 2048, halo: int | None = None,
                    progress: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None
                    ) -> RasterReport:
     """Predict the GeoTIFF ``path`` into a GeoTIFF mask ``mask_out`` and/or building polygons
-    ``vectorize_out`` (.gpkg / .geojson). ``progress`` gets the number of blocks done."""
+    ``vectorize_out`` (.gpkg / .geojson), by ``predictor.rule``. ``progress`` gets the number of
+    blocks done."""
     import rasterio
     from rasterio.windows import Window
 
@@ -76,7 +65,7 @@ def predict_raster(predictor, path, *, threshold: float = 0.5, postprocess: Post
         raise ConfigError("GeoTIFF prediction is for building (binary) models")
     if mask_out is None and vectorize_out is None:
         raise ConfigError("nothing to write: give a mask GeoTIFF (--save-masks) or polygons (--vectorize)")
-    post = postprocess or Postprocess()
+    rule = predictor.rule
     halo = predictor.overlap if halo is None else halo
     with GeoRaster.open(path, bands) as raster, contextlib.ExitStack() as stack:
         if raster.crs is None:
@@ -87,7 +76,7 @@ def predict_raster(predictor, path, *, threshold: float = 0.5, postprocess: Post
         report = RasterReport(Path(path), width, height, raster.crs.to_string(), scaling=raster.scaling)
         polygons = None
         if vectorize_out is not None:
-            polygons = BuildingPolygons(raster.transform, min_area=post.min_area, simplify=simplify)
+            polygons = BuildingPolygons(raster.transform, min_area=rule.postprocess.min_area, simplify=simplify)
         writer = None
         if mask_out is not None:
             temporary = stack.enter_context(atomic_path(mask_out, suffix=".tif"))
@@ -95,19 +84,18 @@ def predict_raster(predictor, path, *, threshold: float = 0.5, postprocess: Post
                        "crs": raster.crs, "transform": raster.transform, "tiled": True, "blockxsize": 256,
                        "blockysize": 256, "compress": "deflate", "predictor": 2}
             writer = stack.enter_context(rasterio.open(temporary, "w", **profile))
+        peak = 0.0
         for i, row in enumerate(range(0, height, block)):
             for j, col in enumerate(range(0, width, block)):
                 h, w = min(block, height - row), min(block, width - col)
                 top, left = max(0, row - halo), max(0, col - halo)
                 bottom, right = min(height, row + h + halo), min(width, col + w + halo)
                 image = raster.read(top, left, bottom - top, right - left)
-                probs = predictor.probabilities(image)[..., 0]
-                mask = (probs >= threshold).astype(np.uint8)
-                if post.fill_holes:
-                    mask = fill_holes(mask)
-                mask = _drop_small_inside(mask, post.min_area, (top > 0, bottom < height, left > 0, right < width))
+                probs = predictor.probabilities(image)
+                mask = rule.block_mask(probs, (top > 0, bottom < height, left > 0, right < width))
                 inner = (slice(row - top, row - top + h), slice(col - left, col - left + w))
-                mask, probs = np.ascontiguousarray(mask[inner]), probs[inner]
+                mask, probs = np.ascontiguousarray(mask[inner]), probs[inner][..., 0]
+                peak = max(peak, float(probs.max()))
                 report.building_pixels += int(mask.sum())
                 if writer is not None:
                     writer.write(mask, 1, window=Window(col, row, w, h))
@@ -115,6 +103,16 @@ def predict_raster(predictor, path, *, threshold: float = 0.5, postprocess: Post
                     polygons.add_block((i, j), row, col, mask, probs)
                 if progress:
                     progress(1)
+        gated = rule.postprocess.gated and rule.empty(report.building_pixels, peak)
+        if gated:  # the gates judge the raster as one image: nothing of it is a building
+            report.building_pixels = 0
+            polygons = BuildingPolygons(raster.transform) if polygons is not None else None
+            if writer is not None:
+                for row in range(0, height, block):
+                    for col in range(0, width, block):
+                        h, w = min(block, height - row), min(block, width - col)
+                        writer.write(np.zeros((h, w), np.uint8), 1, window=Window(col, row, w, h))
+        report.gated = gated
         if writer is not None:
             writer.close()
         if polygons is not None:

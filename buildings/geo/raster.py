@@ -9,7 +9,7 @@ import numpy as np
 
 from buildings.errors import ConfigError, DataError
 
-__all__ = ["GeoRaster", "is_geotiff", "parse_bands"]
+__all__ = ["GeoRaster", "is_georeferenced", "is_geotiff", "parse_bands"]
 
 PERCENTILES = (2.0, 98.0)  # 16-bit / float rasters: this range of each band maps to 0..255
 SAMPLE_SIDE = 1024  # the decimated read the percentiles are measured on: at most this many pixels a side
@@ -27,6 +27,22 @@ def is_geotiff(path) -> bool:
     """A single .tif / .tiff file (GeoTIFFs go through rasterio, with their georeference)."""
     path = Path(path)
     return path.is_file() and path.suffix.lower() in (".tif", ".tiff")
+
+
+def is_georeferenced(path) -> bool:
+    """A single .tif / .tiff file with a CRS: predicted as a raster, in blocks, into georeferenced
+    outputs (without rasterio, or without a CRS, it is an image like any other)."""
+    if not is_geotiff(path):
+        return False
+    try:
+        import rasterio
+    except ImportError:
+        return False
+    try:
+        with rasterio.open(path) as dataset:
+            return dataset.crs is not None
+    except rasterio.errors.RasterioIOError:
+        return False
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:

@@ -1,6 +1,6 @@
 """Building polygons from a mask that arrives block by block, one polygon per building.
 
-Each block's buildings are labelled (4-connected, as ``rasterio.features.shapes`` traces them) and
+Each block's buildings are labelled (``prediction.CONNECTIVITY``-connected, as ``rasterio.features.shapes`` traces them) and
 traced into polygons in map coordinates; a building that crosses a block border is traced in pieces
 whose labels meet along the border: the pieces are joined (union-find over the labels facing each
 other across the border) and their polygons unioned at the end, so it comes out as one polygon
@@ -20,6 +20,7 @@ import numpy as np
 
 from buildings.errors import ConfigError
 from buildings.files import atomic_path
+from buildings.inference.prediction import CONNECTIVITY
 
 __all__ = ["BuildingPolygons", "write_polygons"]
 
@@ -64,7 +65,7 @@ class BuildingPolygons:
         from rasterio.features import shapes
         from shapely.geometry import shape
 
-        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=CONNECTIVITY, ltype=cv2.CV_32S)
         offset = self.next_id - 1
         self.next_id += max(count - 1, 0)
         ids = np.where(labels > 0, labels + offset, 0)
@@ -76,7 +77,7 @@ class BuildingPolygons:
                 self.pixels[k + offset] += int(pixels[k])
                 self.prob_sum[k + offset] += float(sums[k])
             at = self.transform * Affine.translation(col, row)
-            for geometry, value in shapes(labels, mask=labels > 0, connectivity=4, transform=at):
+            for geometry, value in shapes(labels, mask=labels > 0, connectivity=CONNECTIVITY, transform=at):
                 self.parts[int(value) + offset].append(shape(geometry))
         i, j = block
         left = self.right_edges.pop((i, j - 1), None)

@@ -1,12 +1,14 @@
 """Inference, along the way a prediction goes:
 
-* ``checkpoints``  load ``.keras`` checkpoints of any backend, checked to be segmentation models;
+* ``backends``     what computes probabilities: a Keras model on its device, or an exported ONNX file
+                   (onnxruntime, no Keras), behind one protocol; ``load_checkpoints`` opens them;
 * ``predictor``    probabilities for images of any size: TTA, ensembles, seamless tiling;
-* ``postprocess``  min-area and hole filling of building masks;
+* ``prediction``   THE probability → mask rule (``MaskRule``: threshold, min-area, holes, gates) and
+                   the tuned rule of postprocess.json (``Choice``, ``resolve_rule``);
 * ``writers``      the outputs, as context managers: RLE submission, result.zip, mask / overlay PNGs;
-* ``predict``      ``write_predictions``: images → predictor → post-processing → writers;
+* ``predict``      ``write_predictions``: images → predictor → rule → writers;
 * ``evaluation``   scores on a labelled split (contest Dice, mIoU, threshold sweep, worst-image gallery);
-* ``tuning``       threshold, min-area, hole filling and empty-tile gate tuned jointly (postprocess.json).
+* ``tuning``       the rule's threshold, min-area, hole filling and gates searched jointly.
 
 Names are loaded on first use (``from buildings.inference import Predictor``).
 """
@@ -15,16 +17,15 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["DEFAULT_THRESHOLDS", "Choice", "Evaluation", "Postprocess", "PredictionReport", "Predictor",
-           "choice_path", "evaluate", "load_checkpoints", "load_choice", "save_choice", "tune_postprocess",
-           "write_predictions"]
-
-_HOMES = {"load_checkpoints": "checkpoints", "Predictor": "predictor", "tta_transforms": "predictor",
-          "Postprocess": "postprocess", "fill_holes": "postprocess", "remove_small_components": "postprocess",
+_HOMES = {"load_checkpoints": "backends", "InferenceBackend": "backends", "KerasBackend": "backends",
+          "OnnxBackend": "backends", "Predictor": "predictor",
+          "MaskRule": "prediction", "Postprocess": "prediction", "Choice": "prediction",
+          "choice_path": "prediction", "load_choice": "prediction", "save_choice": "prediction",
+          "resolve_rule": "prediction", "fill_holes": "prediction", "remove_small_components": "prediction",
           "write_predictions": "predict", "PredictionReport": "predict", "open_writers": "writers",
           "evaluate": "evaluation", "Evaluation": "evaluation", "DEFAULT_THRESHOLDS": "evaluation",
-          "tune_postprocess": "tuning", "Choice": "tuning", "load_choice": "tuning", "save_choice": "tuning",
-          "choice_path": "tuning"}
+          "tune_postprocess": "tuning"}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):

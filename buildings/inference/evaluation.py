@@ -17,12 +17,10 @@ import numpy as np
 from buildings.errors import ConfigError
 from buildings.formats.label_maps import confusion_matrix, score_confusion
 from buildings.formats.submission import image_dice, image_iou
-from buildings.inference.postprocess import Postprocess
 from buildings.inference.predictor import Predictor
+from buildings.inference.tuning import THRESHOLDS as DEFAULT_THRESHOLDS
 
 __all__ = ["DEFAULT_THRESHOLDS", "Evaluation", "evaluate"]
-
-DEFAULT_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.1, 0.91, 0.05), 2))
 
 
 @dataclass
@@ -56,62 +54,54 @@ class Evaluation:
 
 
 def evaluate(predictor: Predictor, data, split: str = "validation", data_dir=None, *,
-             postprocess: Postprocess | None = None, thresholds: Sequence[float] | None = None, gallery=None,
+             thresholds: Sequence[float] | None = None, gallery=None,
              gallery_n: int = 8, progress: Callable[[int], None] | None = None) -> Evaluation:
     """Score ``predictor`` on ``split`` of ``data`` (a dataset name or folder, or an opened
-    :class:`~buildings.data.splits.SplitSource`).
+    :class:`~buildings.data.splits.SplitSource`), with the predictor's rule (``predictor.rule``).
 
     ``thresholds`` (binary models): also the contest Dice at each (``Evaluation.threshold_dice``).
     ``gallery``: a PNG figure of the ``gallery_n`` worst images (binary: found buildings, false
     positives and misses in three colours; multi-class: predicted classes, wrong pixels outlined).
     """
-    from buildings.data.splits import SplitSource, decode_record, open_split, record_name
+    from buildings.data.splits import SplitSource, labelled_items, open_split
 
     source = data if isinstance(data, SplitSource) else open_split(data, split, data_dir)
     task = predictor.task
     task.check_same(source.task, "the model", f"the dataset {source.directory}")
     if thresholds and not task.binary:
         raise ConfigError("a threshold sweep is for binary models; a multi-class prediction is the argmax")
-    postprocess = (postprocess or Postprocess()).check(task)
+    rule = predictor.rule
     n_classes = task.score_classes
     confusion = np.zeros((n_classes, n_classes), np.int64)
     sweep = {float(t): [] for t in (thresholds or ())}
     per_image, tp, fp, fn = [], 0, 0, 0
     built, empty = [], 0
     worst_pool = []
-    for start in range(0, len(source), predictor.batch_size):
-        records = [source[i] for i in range(start, min(start + predictor.batch_size, len(source)))]
-        if not all(bool(r.get("has_mask", True)) for r in records):
-            raise ConfigError(f"split {source.split!r} of {source.directory} has images without masks: "
-                              "it cannot be evaluated")
-        decoded = [decode_record(r) for r in records]
-        probabilities = predictor.batch_probabilities([image for image, _ in decoded])
-        for record, (image, truth), probs in zip(records, decoded, probabilities, strict=True):
-            name = record_name(record)
-            labels = postprocess(predictor.mask(probs), probs)
-            image_confusion = confusion_matrix(truth, labels, n_classes)
-            confusion += image_confusion
-            if task.binary:  # the contest's per-image Dice and its companions
-                pred, truth = labels.astype(bool), truth.astype(bool)
-                score, iou = image_dice(pred, truth), image_iou(pred, truth)
-                tp += int(np.count_nonzero(pred & truth))
-                fp += int(np.count_nonzero(pred & ~truth))
-                fn += int(np.count_nonzero(~pred & truth))
-                if truth.any():
-                    built.append(score)
-                else:
-                    empty += 1
-                for t in sweep:
-                    sweep[t].append(image_dice(postprocess(task.to_mask(probs, t), probs).astype(bool), truth))
-            else:  # per image: pixel accuracy and mean IoU over the classes it shows
-                image_score = score_confusion(image_confusion)
-                score, iou = image_score.accuracy, image_score.miou
-            per_image.append((name, score, iou))
-            if gallery is not None:
-                worst_pool.append((score, name, image, truth, labels))
-                worst_pool = sorted(worst_pool, key=lambda item: item[0])[:gallery_n]
-            if progress:
-                progress(1)
+    for name, (image, truth), probs in predictor.stream(labelled_items(source, "score")):
+        labels = rule.mask(probs)
+        image_confusion = confusion_matrix(truth, labels, n_classes)
+        confusion += image_confusion
+        if task.binary:  # the contest's per-image Dice and its companions
+            pred, truth = labels.astype(bool), truth.astype(bool)
+            score, iou = image_dice(pred, truth), image_iou(pred, truth)
+            tp += int(np.count_nonzero(pred & truth))
+            fp += int(np.count_nonzero(pred & ~truth))
+            fn += int(np.count_nonzero(~pred & truth))
+            if truth.any():
+                built.append(score)
+            else:
+                empty += 1
+            for t in sweep:
+                sweep[t].append(image_dice(rule.with_threshold(t).mask(probs).astype(bool), truth))
+        else:  # per image: pixel accuracy and mean IoU over the classes it shows
+            image_score = score_confusion(image_confusion)
+            score, iou = image_score.accuracy, image_score.miou
+        per_image.append((name, score, iou))
+        if gallery is not None:
+            worst_pool.append((score, name, image, truth, labels))
+            worst_pool = sorted(worst_pool, key=lambda item: item[0])[:gallery_n]
+        if progress:
+            progress(1)
     per_image.sort(key=lambda row: row[1])
     pooled = score_confusion(confusion, len(per_image))
     result = Evaluation(class_iou=pooled.class_iou, miou=pooled.miou, fwiou=pooled.fwiou,

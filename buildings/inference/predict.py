@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from buildings.errors import DataError, ImageReadError
-from buildings.inference.postprocess import Postprocess
 from buildings.inference.predictor import Predictor
 from buildings.inference.writers import open_writers
 from buildings.task import Task
@@ -56,13 +55,13 @@ def _check_names(names: list[str], writers: list) -> None:
             outputs[output] = name
 
 
-def write_predictions(predictor: Predictor, items: Iterable, out=None, *, postprocess: Postprocess | None = None,
+def write_predictions(predictor: Predictor, items: Iterable, out=None, *,
                       save_masks=None, save_overlays=None, output_format: str = "auto",
                       data_task: Task | None = None,
                       progress: Callable[[int], None] | None = None) -> PredictionReport:
     """Predict ``items`` ((name, loader) pairs, e.g. ``formats.images.iter_images`` or
     ``data.splits.split_items``) and write the submission ``out`` (RLE file or result.zip, see
-    ``writers.open_writers``) plus optional mask / overlay PNG folders.
+    ``writers.open_writers``) plus optional mask / overlay PNG folders; masks by ``predictor.rule``.
 
     ``data_task``: the task of the dataset the items come from; a model of another task (a 4-class
     model on the binary test split) is refused before anything is predicted. When ``items`` is a
@@ -75,7 +74,6 @@ def write_predictions(predictor: Predictor, items: Iterable, out=None, *, postpr
     task = predictor.task
     if data_task is not None:
         task.check_same(data_task, "the model", "the dataset")
-    postprocess = (postprocess or Postprocess()).check(task)
     writers = open_writers(task, out, output_format=output_format, save_masks=save_masks,
                            save_overlays=save_overlays)
     if isinstance(items, Sequence):
@@ -85,29 +83,21 @@ def write_predictions(predictor: Predictor, items: Iterable, out=None, *, postpr
     with contextlib.ExitStack() as stack:
         for writer in writers:
             stack.enter_context(writer)
-        pending: list[tuple[str, np.ndarray]] = []
+        def named(pairs):  # a name twice is refused as soon as it is seen, even from a stream
+            for name, load in pairs:
+                if name in seen:
+                    raise ImageReadError(f"two input images are named {name!r}")
+                seen.add(name)
+                yield name, load
 
-        def flush():
-            probabilities = predictor.batch_probabilities([image for _, image in pending])
-            for (name, image), probs in zip(pending, probabilities, strict=True):
-                mask = postprocess(predictor.mask(probs), probs)  # checked above: a no-op for N classes
-                counts = np.bincount(mask.ravel(), minlength=task.score_classes)[:task.score_classes]
-                report.class_pixels = [a + int(b) for a, b in zip(report.class_pixels, counts, strict=True)]
-                report.empty += int(not counts[1:].any())
-                report.names.append(name)
-                for writer in writers:
-                    writer.add(name, image, mask)
-                if progress:
-                    progress(1)
-            pending.clear()
-
-        for name, load in items:
-            if name in seen:
-                raise ImageReadError(f"two input images are named {name!r}")
-            seen.add(name)
-            pending.append((name, load()))
-            if len(pending) >= predictor.batch_size:
-                flush()
-        if pending:
-            flush()
+        for name, image, probs in predictor.stream(named(items)):
+            mask = predictor.mask(probs)
+            counts = np.bincount(mask.ravel(), minlength=task.score_classes)[:task.score_classes]
+            report.class_pixels = [a + int(b) for a, b in zip(report.class_pixels, counts, strict=True)]
+            report.empty += int(not counts[1:].any())
+            report.names.append(name)
+            for writer in writers:
+                writer.add(name, image, mask)
+            if progress:
+                progress(1)
     return report

@@ -1,61 +1,37 @@
 """Probabilities of one or several models for images of any size: batched, with test-time
-augmentation, ensembles and seamless tiling.
+augmentation, ensembles and seamless tiling; and the masks of those probabilities, by the
+predictor's :class:`~buildings.inference.prediction.MaskRule` (``Predictor.rule``).
 
-Models output logits; the :class:`~buildings.task.Task` of their output turns them into
-probabilities (sigmoid for one logit, softmax for N) and masks. For a Keras model a window batch
-goes to the device as uint8; normalisation, the TTA transforms, the sigmoid / softmax and the TTA
-average run there, in one ``predict_on_batch`` of a ``device_model.ProbabilityModel`` (keras.ops,
-so every backend runs it), and only the probabilities come back. An exported ONNX model
-(``onnx_model.OnnxModel``) does the same through onnxruntime, and this module imports no Keras.
-Ensembling, votes and tile blending happen in NumPy.
+Each model is an inference backend (``backends``: a Keras model computing on its device, or an
+exported ONNX file run by onnxruntime without Keras): uint8 windows in, probabilities out, with
+the normalisation, the TTA views (``tta``), the activation and the TTA mean inside. Ensembling,
+votes and tile blending happen here in NumPy.
 
 * TTA: ``none``, ``flip`` (identity + horizontal + vertical flips), ``d4`` (the 8 rotations and
-  reflections of the square); probabilities are averaged after undoing each transform.
-* Ensembles: mean of probabilities (optional weights), or a per-pixel majority vote.
+  reflections of the square); probabilities are averaged after undoing each view.
+* Ensembles: mean of probabilities (optional weights), or a per-pixel majority vote of each
+  model's mask (``vote``; the rule then decides by majority).
 * Any size: images are cut into overlapping ``tile``-sized windows (reflect-padded to a multiple
-  of 32 when smaller), and window probabilities are blended with a raised-cosine weight, so window
-  borders leave no seams.
+  of the stride when smaller), and window probabilities are blended with a raised-cosine weight,
+  so window borders leave no seams.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from buildings import tta as tta_views
+from buildings.contract import STRIDE, check_stride_multiple, round_up_to_stride
 from buildings.errors import ConfigError
-from buildings.task import Task
+from buildings.inference.backends import KerasBackend, as_backend
+from buildings.inference.prediction import MaskRule
 
-__all__ = ["TTA_MODES", "Predictor", "tta_transforms"]
-
-TTA_MODES = ("none", "flip", "d4")
-
-
-def _d4(k: int, flip: bool):
-    def forward(x):  # x: (B, H, W, C)
-        x = np.rot90(x, k, axes=(1, 2))
-        return x[:, :, ::-1] if flip else x
-
-    def inverse(y):
-        y = y[:, :, ::-1] if flip else y
-        return np.rot90(y, -k, axes=(1, 2))
-
-    return forward, inverse
-
-
-def tta_transforms(mode: str):
-    if mode == "none":
-        return [_d4(0, False)]
-    if mode == "flip":
-        identity = _d4(0, False)
-        hflip = (lambda x: x[:, :, ::-1], lambda y: y[:, :, ::-1])
-        vflip = (lambda x: x[:, ::-1], lambda y: y[:, ::-1])
-        return [identity, hflip, vflip]
-    if mode == "d4":
-        return [_d4(k, flip) for k in range(4) for flip in (False, True)]
-    raise ConfigError(f"tta must be one of {TTA_MODES}, got {mode!r}")
+__all__ = ["Predictor"]
 
 
 def _window(size: int, overlap: int) -> np.ndarray:
@@ -80,50 +56,60 @@ class Predictor:
     """Probabilities of one or several models for RGB uint8 images of any size.
 
     Args:
-        models: Keras models (logits out), e.g. from :func:`load_checkpoints`.
+        models: inference backends or Keras models (logits out), e.g. from :func:`load_checkpoints`.
         tta: ``none``, ``flip`` or ``d4``.
         weights: ensemble weights (default equal).
-        vote: per-pixel majority vote of thresholded masks instead of mean probabilities.
-        threshold: probability threshold for binary masks (and for each model's ballot in a vote).
+        vote: per-pixel majority vote of each model's mask (at ``rule``'s threshold) instead of the
+            mean of probabilities.
+        rule: the probability → mask rule (threshold, post-processing, gates).
         tile: window side for images larger than it (a multiple of 32).
         overlap: pixels shared by neighbouring windows.
         batch_size: windows per ``predict_on_batch`` call, or ``auto``: as many ``tile``-sized
-            windows as fit the device's memory budget (``runtime.device.batch_size_for``).
+            windows as fit the device's memory budget (``runtime.device.batch_size_from``).
     """
 
     models: list
     tta: str = "none"
     weights: Sequence[float] | None = None
     vote: bool = False
-    threshold: float = 0.5
+    rule: MaskRule = field(default_factory=MaskRule)
     tile: int = 512
     overlap: int = 128
     batch_size: int | str = "auto"
 
     def __post_init__(self):
-        tta_transforms(self.tta)
+        tta_views.views(self.tta)
         if not self.models:
             raise ConfigError("a Predictor needs at least one model")
-        if self.tile % 32:
-            raise ConfigError(f"tile must be a multiple of 32, got {self.tile}")
+        self.models = [as_backend(model) for model in self.models]
+        if any(isinstance(model, KerasBackend) for model in self.models):
+            from buildings.runtime import install_patches
+
+            install_patches()  # an entry point: Keras's torch backend as fast and lean as it goes here
+        check_stride_multiple(self.tile, "tile")
         if not 0 <= self.overlap < self.tile:
             raise ConfigError(f"overlap must be in [0, tile), got {self.overlap}")
         if self.weights is not None and (len(self.weights) != len(self.models) or min(self.weights) < 0
                                          or sum(self.weights) <= 0):
             raise ConfigError(f"ensemble weights {list(self.weights)}: need {len(self.models)} non-negative "
                               "numbers with a positive sum, one per model")
-        self.task = Task(self.models[0].output_shape[-1])
+        self.task = self.models[0].task
+        if len({m.num_classes for m in self.models}) > 1:
+            raise ConfigError(f"the models disagree on the number of classes: {[m.num_classes for m in self.models]}")
+        self.rule = dataclasses.replace(self.rule, majority=self.vote).check(self.task)
         if self.batch_size == "auto":
-            from buildings.runtime.device import batch_size_for
+            from buildings.runtime.device import batch_size_from
 
-            self.batch_size = batch_size_for(self.models, self.tile, self.tile)
+            self.batch_size = batch_size_from([m.activation_profile(self.tile, self.tile) for m in self.models],
+                                              budget=min(m.memory_budget() for m in self.models))
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive number or auto, got {self.batch_size!r}")
 
     @classmethod
     def from_checkpoints(cls, paths, **options) -> Predictor:
-        """A predictor over the ``.keras`` (or exported ``.onnx``) checkpoints ``paths`` (see :func:`load_checkpoints`)."""
-        from buildings.inference.checkpoints import load_checkpoints
+        """A predictor over the ``.keras`` (or exported ``.onnx``) checkpoints ``paths`` (see
+        ``backends.load_checkpoints``)."""
+        from buildings.inference.backends import load_checkpoints
 
         return cls(load_checkpoints(paths), **options)
 
@@ -132,26 +118,20 @@ class Predictor:
         return self.task.num_classes
 
     # -- windows -------------------------------------------------------------------------------
-    def _model_probs(self, model, windows: np.ndarray) -> np.ndarray:
-        """Probabilities (B, H, W, C) of one model with TTA, for uint8 RGB windows, computed on the device."""
-        if hasattr(model, "probabilities"):  # an exported model (onnx_model.OnnxModel)
-            return model.probabilities(np.ascontiguousarray(windows), self.tta)
-        cache = self.__dict__.setdefault("_device_models", {})
-        if id(model) not in cache:
-            from buildings.inference.device_model import ProbabilityModel
-
-            cache[id(model)] = ProbabilityModel(model, self.tta)
-        return np.asarray(cache[id(model)].predict_on_batch(np.ascontiguousarray(windows)), np.float32)
+    def describe(self) -> str:
+        """``2 model(s), tta flip, torch on cpu``."""
+        return f"{len(self.models)} model(s), tta {self.tta}, {self.models[0].describe()}"
 
     def _window_probs(self, windows: np.ndarray) -> np.ndarray:
         """Ensemble probabilities (B, h, w, C) of RGB uint8 windows."""
         weights = np.ones(len(self.models)) if self.weights is None else np.asarray(self.weights, float)
         weights = weights / weights.sum()
         total = 0.0
+        windows = np.ascontiguousarray(windows)
         for weight, model in zip(weights, self.models, strict=True):
-            probs = self._model_probs(model, windows)
+            probs = model.probabilities(windows, self.tta)
             if self.vote:
-                probs = self.task.votes(probs, self.threshold)
+                probs = self.rule.ballots(probs)
             total = total + weight * probs
         return np.asarray(total, np.float32)
 
@@ -159,8 +139,8 @@ class Predictor:
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) float32 probabilities for one RGB uint8 image of any size."""
         height, width = image.shape[:2]
-        tile_h = min(self.tile, -(-height // 32) * 32)
-        tile_w = min(self.tile, -(-width // 32) * 32)
+        tile_h = min(self.tile, round_up_to_stride(height))
+        tile_w = min(self.tile, round_up_to_stride(width))
         pad_h, pad_w = max(tile_h - height, 0), max(tile_w - width, 0)
         if pad_h or pad_w:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
@@ -190,7 +170,7 @@ class Predictor:
         groups: dict[tuple, list[int]] = {}
         for index, image in enumerate(images):
             h, w = image.shape[:2]
-            if h <= self.tile and w <= self.tile and h % 32 == 0 and w % 32 == 0:
+            if h <= self.tile and w <= self.tile and h % STRIDE == 0 and w % STRIDE == 0:
                 groups.setdefault((h, w), []).append(index)
             else:
                 out[index] = self.probabilities(image)
@@ -202,7 +182,26 @@ class Predictor:
                     out[i] = p
         return out
 
+    def stream(self, items: Iterable[tuple[str, Callable]]) -> Iterator[tuple[str, object, np.ndarray]]:
+        """(name, loaded, probabilities) for each (name, loader) pair, loaded and predicted
+        ``batch_size`` at a time: the one loop every command predicts through. ``loaded`` is what
+        the loader returned: an image, or a tuple whose first item is the image ((image, truth))."""
+        pending: list[tuple[str, object]] = []
+
+        def flush():
+            images = [loaded[0] if isinstance(loaded, tuple) else loaded for _, loaded in pending]
+            batch = list(zip(pending, self.batch_probabilities(images), strict=True))
+            pending.clear()
+            for (name, loaded), probs in batch:
+                yield name, loaded, probs
+
+        for name, load in items:
+            pending.append((name, load()))
+            if len(pending) >= self.batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
     def mask(self, probs: np.ndarray) -> np.ndarray:
-        """uint8 mask: {0, 1} for binary (threshold; a majority for a vote), class indices for N
-        classes (argmax)."""
-        return self.task.to_mask(probs, 0.5 if self.vote else self.threshold)
+        """The mask of one whole image's probabilities, by :attr:`rule`."""
+        return self.rule.mask(probs)

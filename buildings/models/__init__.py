@@ -29,6 +29,7 @@ import inspect
 
 import keras
 
+from buildings.config import ARCHITECTURES
 from buildings.errors import CheckpointError, ConfigError
 from buildings.models.attunet import build_attunet
 from buildings.models.deeplabv3plus import build_deeplabv3plus
@@ -39,12 +40,7 @@ from buildings.models.unet import build_unet
 __all__ = ["ENCODERS", "ENCODER_NAME", "MODELS", "build_model", "get_encoder", "load_model", "model_options",
            "resolve_options"]
 
-MODELS = {
-    "unet": build_unet,
-    "attunet": build_attunet,
-    "deeplabv3plus": build_deeplabv3plus,
-    "fcn": build_fcn,
-}
+MODELS = dict(zip(ARCHITECTURES, (build_unet, build_attunet, build_deeplabv3plus, build_fcn), strict=True))
 
 _ALIASES = {"decoder_attention": "decoder_attention_type", "classes": "num_classes"}
 

@@ -3,7 +3,7 @@ whether an accelerator is there (mixed precision ``auto`` turns bf16 on only the
 
 from __future__ import annotations
 
-__all__ = ["accelerator_available", "describe_device"]
+__all__ = ["accelerator_available", "batch_size_for", "batch_size_from", "describe_device", "memory_budget"]
 
 
 def describe_device() -> str:
@@ -81,21 +81,21 @@ def _cpu_budget() -> int:
 MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 
-def batch_size_for(models, height: int, width: int, *, budget: int | None = None, most: int = 32) -> int:
-    """The number of ``height`` x ``width`` images per inference call that fits ``budget`` bytes
-    (default :func:`memory_budget`): each image costs 1.5 times the activations the largest of
-    ``models`` holds at once (``graph_memory.activation_bytes``; the 1.5 covers convolution
-    workspaces and the probabilities, measured on the CPU: RESULTS.md). No intermediate tensor of
-    the batch may hold :data:`MAX_TENSOR_ELEMENTS` elements or more."""
-    def activation_profile(model, height, width):
-        from buildings.runtime.graph_memory import activation_profile
-
-        return activation_profile(model, height, width)
-
-    profiles = [model.activation_profile(height, width) if hasattr(model, "activation_profile")  # exported
-                else activation_profile(model, height, width) for model in models]
+def batch_size_from(profiles, budget: int, most: int = 32) -> int:
+    """The number of images per inference call that fits ``budget`` bytes, given each model's
+    (peak live bytes, largest tensor's elements) for one image: each image costs 1.5 times the
+    largest peak (the 1.5 covers convolution workspaces and the probabilities, measured on the
+    CPU: RESULTS.md), and no intermediate tensor of the batch may hold
+    :data:`MAX_TENSOR_ELEMENTS` elements or more."""
     per_image = 1.5 * max(peak for peak, _ in profiles)
     largest = max(elements for _, elements in profiles)
-    if budget is None:
-        budget = memory_budget(keras_models=not all(hasattr(m, "activation_profile") for m in models))
     return int(max(1, min(most, budget // max(per_image, 1), MAX_TENSOR_ELEMENTS // max(largest, 1))))
+
+
+def batch_size_for(models, height: int, width: int, *, budget: int | None = None, most: int = 32) -> int:
+    """:func:`batch_size_from` for Keras ``models`` at ``height`` x ``width`` (activations from
+    ``graph_memory.activation_profile``), within ``budget`` (default :func:`memory_budget`)."""
+    from buildings.runtime.graph_memory import activation_profile
+
+    profiles = [activation_profile(model, height, width) for model in models]
+    return batch_size_from(profiles, memory_budget() if budget is None else budget, most)

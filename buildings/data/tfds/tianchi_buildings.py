@@ -24,10 +24,10 @@ from buildings.data.tfds.common import (
     segmentation_features,
     split_train_validation,
 )
+from buildings.formats.rle import CONTEST_SHAPE
 
 __all__ = ["TianchiBuildings", "TianchiBuildingsConfig", "build_dataset", "is_validation"]
 
-IMAGE_SHAPE = (512, 512)
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Register for the Tianchi learning contest 地表建筑物识别 (building detection in aerial images), download
@@ -66,14 +66,14 @@ class TianchiBuildings(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=segmentation_features(IMAGE_SHAPE),
+            features=segmentation_features(CONTEST_SHAPE),
             supervised_keys=("image", "mask"),
             disable_shuffling=True,  # keeps test in sample-submit order; loaders shuffle per epoch
             homepage="https://tianchi.aliyun.com/competition/entrance/531872",
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        download = open_contest(dl_manager.manual_dir, shape=IMAGE_SHAPE)
+        download = open_contest(dl_manager.manual_dir, shape=CONTEST_SHAPE)
         train, validation = split_train_validation(download.train_names, self.builder_config.validation_percent)
         splits = {
             "train": self._generate_examples(download, "train", train),
@@ -85,11 +85,11 @@ class TianchiBuildings(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self, download, split, names):
         for item in download.examples(split, names):
-            yield item.name, example(item.name, item.image_bytes, item.mask, IMAGE_SHAPE)
+            yield item.name, example(item.name, item.image_bytes, item.mask, CONTEST_SHAPE)
 
     def check_download(self, manual_dir) -> None:
         """Everything checkable before generation: names, RLE text, enough images for the splits."""
-        download = open_contest(manual_dir, shape=IMAGE_SHAPE)
+        download = open_contest(manual_dir, shape=CONTEST_SHAPE)
         split_train_validation(download.train_names, self.builder_config.validation_percent)
 
 

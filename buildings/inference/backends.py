@@ -1,0 +1,174 @@
+"""Inference backends: what computes probabilities for a batch of uint8 windows, behind one protocol.
+
+:class:`InferenceBackend` is what :class:`~buildings.inference.Predictor` talks to:
+``probabilities(windows, tta)`` (uint8 RGB (B, H, W, 3) → float32 (B, H, W, C)), ``num_classes``,
+``name``, ``activation_profile`` and ``memory_budget`` (which size the batches) and ``describe``
+(one line for logs). Two implement it:
+
+* :class:`KerasBackend`: a Keras model; normalisation, the TTA views, the activation and the TTA
+  mean run on the device (``device_model.ProbabilityModel``), only probabilities come back;
+* :class:`OnnxBackend`: a file written by ``buildings export``, run by onnxruntime without Keras;
+  the same normalisation (``preprocessing.normalise``), views (``tta``) and activation
+  (``Task.probabilities``) in NumPy around ``InferenceSession.run``.
+
+Both call the same three functions, so the two paths cannot drift apart. Another runtime is one
+more subclass. :func:`load_checkpoints` opens ``.keras`` and ``.onnx`` files as backends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from buildings.errors import CheckpointError
+from buildings.task import Task
+
+__all__ = ["InferenceBackend", "KerasBackend", "OnnxBackend", "as_backend", "load_checkpoints"]
+
+
+class InferenceBackend:
+    """The protocol (see the module docstring); subclasses set ``name`` and ``task``."""
+
+    name: str
+    task: Task
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.num_classes
+
+    def probabilities(self, windows: np.ndarray, tta: str = "none") -> np.ndarray:
+        raise NotImplementedError
+
+    def activation_profile(self, height: int, width: int) -> tuple[int, int]:
+        """(peak live bytes, largest tensor's elements) of one ``height`` x ``width`` image."""
+        raise NotImplementedError
+
+    def memory_budget(self) -> int:
+        """Bytes a batch may use where this backend computes."""
+        from buildings.runtime.device import memory_budget
+
+        return memory_budget(keras_models=False)
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class KerasBackend(InferenceBackend):
+    """A Keras segmentation model (logits out), computing on the active Keras backend's device."""
+
+    def __init__(self, model, source=None):
+        shape, inputs = model.output_shape, model.input_shape
+        if not (isinstance(shape, tuple) and len(shape) == 4 and isinstance(inputs, tuple) and len(inputs) == 4
+                and inputs[-1] == 3):
+            raise CheckpointError(f"{source or model.name}: not a segmentation model (input {inputs}, output {shape})")
+        self.model, self.name, self.task = model, model.name, Task(shape[-1])
+        self._device_models: dict[str, object] = {}
+
+    def probabilities(self, windows: np.ndarray, tta: str = "none") -> np.ndarray:
+        if tta not in self._device_models:
+            from buildings.inference.device_model import ProbabilityModel
+
+            self._device_models[tta] = ProbabilityModel(self.model, tta)
+        return np.asarray(self._device_models[tta].predict_on_batch(np.ascontiguousarray(windows)), np.float32)
+
+    def activation_profile(self, height: int, width: int) -> tuple[int, int]:
+        from buildings.runtime.graph_memory import activation_profile
+
+        return activation_profile(self.model, height, width)
+
+    def memory_budget(self) -> int:
+        from buildings.runtime.device import memory_budget
+
+        return memory_budget(keras_models=True)
+
+    def describe(self) -> str:
+        import keras
+
+        from buildings.runtime.device import describe_device
+
+        return f"{keras.backend.backend()} on {describe_device()}"
+
+
+class OnnxBackend(InferenceBackend):
+    """An ONNX file written by ``buildings export``: float32 NHWC normalised images in, logits out."""
+
+    def __init__(self, path):
+        from buildings.formats.onnx_metadata import decode
+
+        try:
+            import onnxruntime
+        except ImportError:
+            raise CheckpointError(f"{path}: running an ONNX model needs onnxruntime "
+                                  "(pip install -e \".[deploy]\")") from None
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint not found")
+        try:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                         if p in onnxruntime.get_available_providers()]
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        except Exception as err:  # onnxruntime raises its own types for a file that is not a model
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({type(err).__name__}: {err})") from None
+        meta = decode(self.session.get_modelmeta().custom_metadata_map, path)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
+            raise CheckpointError(f"{path}: not a segmentation model (inputs {[i.shape for i in inputs]})")
+        self.task = Task(meta["num_classes"])
+        self.input_name = inputs[0].name
+        self.name = meta["model"] or path.stem
+        self.path = path
+        self._peak, self._largest = meta["peak_bytes_per_pixel"], meta["largest_per_pixel"]
+
+    def activation_profile(self, height: int, width: int) -> tuple[int, int]:
+        return int(self._peak * height * width), int(self._largest * height * width)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Logits (B, H, W, C) of float32 normalised images."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images, np.float32)})[0]
+
+    def probabilities(self, windows: np.ndarray, tta: str = "none") -> np.ndarray:
+        from buildings import tta as views
+        from buildings.preprocessing import normalise
+
+        x = normalise(windows)
+        chosen = views.views(tta)
+        total = 0.0
+        for view in chosen:
+            logits = self.logits(views.apply(x, view))
+            if logits.shape[:3] != x.shape[:3] or logits.shape[-1] != self.num_classes:
+                raise CheckpointError(f"{self.path}: the graph answered {tuple(logits.shape)} for input "
+                                      f"{tuple(x.shape)}: a segmentation model answers (B, H, W, "
+                                      f"{self.num_classes}) at the input's size")
+            total = total + views.undo(self.task.probabilities(logits), view)
+        return np.asarray(total / len(chosen), np.float32)
+
+    def describe(self) -> str:
+        return f"onnxruntime on {self.session.get_providers()[0]}"
+
+
+def as_backend(model) -> InferenceBackend:
+    """``model`` as a backend: a backend stays itself, a Keras model becomes a :class:`KerasBackend`."""
+    return model if isinstance(model, InferenceBackend) else KerasBackend(model)
+
+
+def load_checkpoints(paths: Sequence[str | os.PathLike]) -> list[InferenceBackend]:
+    """Backends for ``.keras`` checkpoints (compile off; any backend wrote them) and ``.onnx`` files
+    written by ``buildings export`` (run by onnxruntime; Keras is not imported for them); all must be
+    segmentation models with the same number of output channels."""
+    if not paths:
+        raise CheckpointError("no checkpoint given")
+    backends = []
+    for path in paths:
+        if str(path).lower().endswith(".onnx"):
+            backends.append(OnnxBackend(path))
+            continue
+        from buildings.models import load_model
+
+        backends.append(KerasBackend(load_model(path, compile=False), source=path))
+    channels = {b.num_classes for b in backends}
+    if len(channels) > 1:
+        raise CheckpointError(f"checkpoints disagree on the number of classes: {sorted(channels)}")
+    return backends
