@@ -3,7 +3,8 @@
 ``keras.metrics.BinaryIoU`` builds a confusion matrix through a generic path that costs ~5 s a
 step on torch; these keep a handful of float32 counters updated with a few reductions.
 
-Binary (one logit channel, prediction = logit > logit(threshold)):
+Binary (one logit channel; a building where logit >= logit(threshold), which is the prediction rule's
+threshold comparison, ``inference.prediction.above``, on logits instead of probabilities):
 ``ContestDice`` (mean per-image Dice, 1 when truth and prediction are both empty — the Tianchi
 score), ``GlobalDice`` (pixels pooled over all images), ``IoU``, ``Precision``, ``Recall``.
 Multi-class: ``MeanIoU`` over N classes and ``ClassIoU`` of one class, label 255 ignored.
@@ -17,6 +18,7 @@ import keras
 from keras import ops
 
 from buildings.errors import ConfigError
+from buildings.inference.prediction import above
 from buildings.task import IGNORE_INDEX
 
 __all__ = ["ClassIoU", "ContestDice", "GlobalDice", "IoU", "MeanIoU", "Precision", "Recall", "binary_metrics",
@@ -32,7 +34,7 @@ def _per_image_counts(y_true, logits, threshold: float):
     """(intersection, predicted, true) pixel counts per image, float32, shape (B,)."""
     logits = ops.cast(logits, "float32")
     batch = ops.shape(logits)[0]
-    pred = ops.cast(ops.reshape(logits, (batch, -1)) > _logit(threshold), "float32")
+    pred = ops.cast(above(ops.reshape(logits, (batch, -1)), _logit(threshold)), "float32")
     true = ops.cast(ops.reshape(ops.cast(y_true, "float32"), (batch, -1)) > 0.5, "float32")
     return ops.sum(pred * true, axis=-1), ops.sum(pred, axis=-1), ops.sum(true, axis=-1)
 

@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 BACKEND_MODULE = {"jax": "jax", "tensorflow": "tensorflow"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, raw_mask_lines
+from helpers import ROOT, raw_mask_lines
 
 from buildings.data.contest import open_contest
 from buildings.data.splits import decode_record, open_split

@@ -12,7 +12,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from buildings.errors import CheckpointError, ConfigError
 from buildings.export import export_checkpoint

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, damage_jpeg, rezip, score_back
+from helpers import ROOT, damage_jpeg, rezip, score_back
 
 from buildings.files import TEMP_MARK
 

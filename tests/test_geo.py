@@ -13,62 +13,25 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import (
+    CRS,
+    RECTANGLES,
+    ROOT,
+    TRANSFORM,
+    brightness_model,
+    truth_mask,
+    write_raster,
+)
 
 from buildings.errors import ConfigError
 from buildings.inference import MaskRule, Postprocess, Predictor
-from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 rasterio = pytest.importorskip("rasterio", reason="the [deploy] extra (rasterio, shapely, pyogrio) is not installed")
 pytest.importorskip("pyogrio", reason="the [deploy] extra is not installed")
-from rasterio.transform import from_origin  # noqa: E402
 
 from buildings.geo.predict import predict_raster  # noqa: E402
-
-CRS = "EPSG:32633"
-TRANSFORM = from_origin(500000.0, 5600000.0, 0.5, 0.5)  # x0, y0 (top-left), 0.5 m pixels
-HEIGHT, WIDTH = 300, 420
-# (row0, col0, row1, col1), end-exclusive. With 128-pixel blocks the second crosses a column border
-# (col 128), the third a row border (row 256) and the fourth both (the block corner at 128, 256).
-RECTANGLES = [(10, 10, 40, 60), (60, 100, 90, 170), (240, 20, 280, 60), (110, 230, 150, 290)]
-SMALL = (200, 380, 204, 384)  # 16 pixels: dropped by --min-area 20
-
-
-def brightness_model(path):
-    """Logit 20 * (mean RGB brightness in [0, 1] - 0.5), reading the normalised input the models get."""
-    inputs = keras.Input((None, None, 3))
-    conv = keras.layers.Conv2D(1, 1)
-    outputs = conv(inputs)
-    model = keras.Model(inputs, outputs, name="brightness")
-    k = 20.0
-    conv.set_weights([(k * IMAGENET_STD / 3.0).reshape(1, 1, 3, 1).astype("float32"),
-                      np.array([k * (IMAGENET_MEAN.sum() / 3.0 - 0.5)], "float32")])
-    model.save(path)
-    return path
-
-
-def truth_mask(small=True):
-    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    for r0, c0, r1, c1 in RECTANGLES + ([SMALL] if small else []):
-        mask[r0:r1, c0:c1] = 1
-    return mask
-
-
-def write_raster(path, *, dtype="uint8", scale=1, bands_first=None):
-    """RGB raster (dark background, bright rectangles); ``bands_first``: an extra band put first."""
-    mask = truth_mask()
-    value = np.where(mask, 230, 30).astype(np.float64) * scale
-    bands = [value, value * 0.98, value * 0.95]
-    if bands_first is not None:
-        bands = [np.full_like(value, bands_first)] + bands
-    data = np.stack(bands).astype(dtype)
-    with rasterio.open(path, "w", driver="GTiff", height=HEIGHT, width=WIDTH, count=len(bands), dtype=dtype,
-                       crs=CRS, transform=TRANSFORM) as out:
-        out.write(data)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import damage_jpeg, rezip, score_back
+from helpers import damage_jpeg, rezip, score_back
 
 from buildings.cli import MESSAGE_LIMIT, main
 from buildings.errors import SubmissionError

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import raw_mask_lines, score_back
+from helpers import raw_mask_lines, score_back
 
 from buildings.cli import main
 from buildings.errors import CheckpointError, ImageReadError
@@ -14,8 +14,8 @@ from buildings.formats.images import decode_image, iter_images
 from buildings.formats.rle import decode_rle
 from buildings.formats.submission import read_submission
 from buildings.inference.backends import load_checkpoints
-from buildings.inference.prediction import fill_holes, remove_small_components
 from buildings.inference.predict import write_predictions
+from buildings.inference.prediction import fill_holes, remove_small_components
 from buildings.inference.predictor import Predictor
 from buildings.models import build_model
 from buildings.preprocessing import normalise

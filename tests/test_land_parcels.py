@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
+from helpers import ROOT
 
 from buildings.cli import main
 from buildings.data.land_parcels import contest_to_folders, open_land_parcels

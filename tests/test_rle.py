@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import raw_mask_lines
+from helpers import raw_mask_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays

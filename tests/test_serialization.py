@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 MODELS = {
     "unet": {"filters": 4, "depth": 2},

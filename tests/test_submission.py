@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import raw_mask_lines
+from helpers import raw_mask_lines
 
 from buildings.errors import SubmissionError
 from buildings.formats.rle import decode_rle, encode_rle

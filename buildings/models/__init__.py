@@ -95,7 +95,11 @@ def resolve_options(name: str, **options) -> dict:
 
 def build_model(name: str, **options) -> keras.Model:
     """Build model ``name`` (``unet``, ``attunet``, ``deeplabv3plus``, ``fcn``) with ``options``
-    (see :func:`resolve_options` and each builder's docstring)."""
+    (see :func:`resolve_options` and each builder's docstring). Saving it (``model.save``) does not
+    import TensorFlow on the torch or jax backend (``runtime.lazy_tensorflow``)."""
+    from buildings.runtime import lazy_tensorflow
+
+    lazy_tensorflow.install()
     return MODELS[canonical_name(name)](**resolve_options(name, **options))
 
 
@@ -115,7 +119,9 @@ def load_model(path, *, compile: bool = True) -> keras.Model:
 
     import buildings.losses  # noqa: F401  (registered on import; explicit for readers)
     import buildings.metrics  # noqa: F401
+    from buildings.runtime import lazy_tensorflow
 
+    lazy_tensorflow.install()
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
