@@ -1,14 +1,23 @@
 """``buildings serve``: an HTTP API and a one-page web UI around a checkpoint (FastAPI + uvicorn).
 
+Every mask it answers comes from the predictor's rule (``predictor.rule``, a
+:class:`~buildings.inference.prediction.MaskRule`: threshold, min-area, hole filling, empty-image
+gates), the rule ``buildings predict`` applies; a request's ``threshold`` replaces the threshold only.
+
 Routes
-* ``GET /health``            ``{"status": "ok", "models": [...], "num_classes": 1, "tta": ..., "threshold": ...}``
+* ``GET /health``            ``{"status": "ok", "models": [...], "num_classes": 1, "tta": ..., "threshold": ...,
+  "rule": "threshold 0.5, min-area 30, fill holes", "postprocess": "min-area 30, fill holes", "min_area": 30,
+  "fill_holes": true, "empty_below_area": 0, "empty_below_peak": 0.0, "vote": false, "max_upload_bytes": ...}``
 * ``POST /predict``          multipart field ``file`` (a JPEG / PNG / TIFF image, or a GeoTIFF), query
   ``format`` = ``png`` (mask PNG, 0/255), ``rle`` (JSON: the contest RLE, height, width, building
   pixels), ``geojson`` (one polygon per building: map coordinates and the CRS for a GeoTIFF, pixel
-  coordinates — x right, y down — for a plain image) or ``probability`` (8-bit PNG of the building
-  probability, what the page thresholds); ``threshold`` overrides the served one.
-* ``GET /``                  the page: pick an image, see the buildings over it, move the threshold
-  (applied in the browser to the probability PNG, no new request), download the mask PNG.
+  coordinates — x right, y down — for a plain image; properties named as ``buildings predict
+  --vectorize`` names them: ``area_m2`` in a projected CRS, else ``area`` in CRS units² or pixels²,
+  ``pixels``, ``mean_probability``) or ``probability`` (8-bit PNG of the building probability, what
+  the page previews with); ``threshold`` overrides the served one.
+* ``GET /``                  the page: pick an image, see the buildings over it, move the threshold:
+  the mask shown is the API's own (``format=png`` at the slider's threshold, post-processing
+  included), with a raw-threshold preview, labelled as such, while the slider moves; download the mask PNG.
 * ``GET /sample.png``        a synthetic aerial scene made by the project (``data.synth``), so the
   page can be tried without data (``/?sample=1`` loads it at once).
 
@@ -16,13 +25,19 @@ A bad upload gets a 4xx with one ``detail`` line: 400 for an empty file, an unde
 multi-class model asked for polygons, 413 past ``max_upload_bytes`` (a declared Content-Length is
 checked before the body is parsed; a body without one is counted as it is read, in chunks),
 415 for a GeoTIFF without rasterio, 422 when the ``file`` field is missing (FastAPI's own).
-Predictions run one at a time (a lock): the model, not the server, is the bottleneck.
+Predictions run one at a time (a lock), in a worker thread so the server keeps answering meanwhile:
+the model, not the server, is the bottleneck. The probabilities of the last few uploads are kept
+(:class:`RecentProbabilities`, by the upload's SHA-256), so the page asking for the same image at
+another threshold runs the rule again, not the model.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at run time.
+import dataclasses
+import hashlib
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 
 import cv2
 import numpy as np
@@ -83,18 +98,57 @@ def _png(array: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def _geojson(mask: np.ndarray, probs: np.ndarray, transform, crs, min_area: int) -> dict:
+class RecentProbabilities:
+    """The probabilities (and georeference) of the last ``entries`` uploads, by SHA-256 of their
+    bytes, ``max_bytes`` of arrays at most (a larger one is not kept): the page posts the same image
+    again each time its threshold slider settles. Thread-safe."""
+
+    def __init__(self, entries: int = 4, max_bytes: int = 256 << 20):
+        self.entries, self.max_bytes = entries, max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: str, value: tuple) -> None:
+        probs = value[0]
+        if probs.nbytes > self.max_bytes:
+            return
+        probs.flags.writeable = False  # shared by the requests that hit it
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries or sum(v[0].nbytes for v in self._items.values()) > self.max_bytes:
+                self._items.popitem(last=False)
+
+
+def _properties(feature: dict, crs) -> dict:
+    """A polygon's properties, named and valued as ``geo.vectorize.write_polygons`` writes them for
+    ``buildings predict --vectorize``: ``area_m2`` in a projected CRS (else ``area``, in CRS units²,
+    or pixels² for a plain image), ``pixels``, ``mean_probability`` (4 decimals)."""
+    geometry, factor, area_name = feature["geometry"], 1.0, "area"
+    if crs is not None and crs.is_projected:
+        factor, area_name = crs.linear_units_factor[1] ** 2, "area_m2"
+    return {area_name: geometry.area * factor, "pixels": int(feature["pixels"]),
+            "mean_probability": round(feature["mean_probability"], 4)}
+
+
+def _geojson(mask: np.ndarray, probs: np.ndarray, transform, crs) -> dict:
+    """One feature per building of ``mask`` (the rule's mask: min-area and the rest already applied,
+    so the polygons drop nothing themselves)."""
     from affine import Affine
 
     from buildings.geo.vectorize import BuildingPolygons
 
-    polygons = BuildingPolygons(transform or Affine.identity(), min_area=min_area, simplify=1.0)
+    polygons = BuildingPolygons(transform or Affine.identity(), min_area=0, simplify=1.0)
     polygons.add_block((0, 0), 0, 0, mask, probs)
-    features = []
-    for f in polygons.features():
-        features.append({"type": "Feature", "geometry": f["geometry"].__geo_interface__,
-                         "properties": {"pixels": f["pixels"], "mean_probability": round(f["mean_probability"], 4),
-                                        "area": f["geometry"].area}})
+    features = [{"type": "Feature", "geometry": f["geometry"].__geo_interface__, "properties": _properties(f, crs)}
+                for f in polygons.features()]
     out = {"type": "FeatureCollection", "features": features}
     if crs is not None:
         out["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
@@ -107,12 +161,15 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20):
     threshold only)."""
     from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
 
     from buildings.formats.rle import encode_rle
+
     rule = predictor.rule
     threshold = rule.threshold
     task = predictor.task
     lock = threading.Lock()
+    recent = RecentProbabilities()
     app = FastAPI(title="buildings", description="Building masks from aerial images")
 
     @app.middleware("http")
@@ -129,8 +186,11 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20):
 
     @app.get("/health")
     def health():
+        # The rule, so that a client (the page) can say what the masks it gets went through.
         return {"status": "ok", "models": [m.name for m in predictor.models], "num_classes": task.num_classes,
-                "tta": predictor.tta, "threshold": threshold, "max_upload_bytes": max_upload_bytes}
+                "tta": predictor.tta, "threshold": threshold, "rule": rule.describe(),
+                "postprocess": rule.postprocess.describe(), **dataclasses.asdict(rule.postprocess),
+                "vote": rule.majority, "max_upload_bytes": max_upload_bytes}
 
     @app.get("/", response_class=HTMLResponse)
     def page():
@@ -155,18 +215,28 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20):
                 raise HTTPException(413, f"{file.filename}: over the {max_upload_bytes}-byte upload limit")
         if not data:
             raise HTTPException(400, f"{file.filename or 'upload'}: empty file (0 bytes)")
-        try:
-            image, transform, crs = _decode_upload(bytes(data), file.filename)
-        except BuildingsError as err:
-            raise HTTPException(400, str(err)) from None
         if format in ("geojson", "probability") and not task.binary:
             raise HTTPException(400, f"format {format} is for building (binary) models; this one has "
                                      f"{task.num_classes} classes")
-        with lock:
-            probs = predictor.probabilities(image)
-        mask = (rule if threshold_ is None else rule.with_threshold(threshold_)).mask(probs)
+        key = hashlib.sha256(data).hexdigest()
+        known = recent.get(key)
+        if known is None:
+            try:
+                image, transform, crs = _decode_upload(bytes(data), file.filename)
+            except BuildingsError as err:
+                raise HTTPException(400, str(err)) from None
+
+            def probabilities():
+                with lock:
+                    return predictor.probabilities(image)
+
+            known = (await run_in_threadpool(probabilities), transform, crs)
+            recent.put(key, known)
+        probs, transform, crs = known
         if format == "probability":
             return Response(_png(np.round(probs[..., 0] * 255).astype(np.uint8)), media_type="image/png")
+        asked = rule if threshold_ is None else rule.with_threshold(threshold_)
+        mask = await run_in_threadpool(asked.mask, probs)  # the one way to a mask: the rule
         if format == "png":
             return Response(_png(task.mask_png(mask)), media_type="image/png")
         if format == "rle":
@@ -175,7 +245,7 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20):
                                          f"{task.num_classes} classes")
             return {"name": file.filename, "rle": encode_rle(mask), "height": int(mask.shape[0]),
                     "width": int(mask.shape[1]), "building_pixels": int(mask.sum())}
-        return JSONResponse(_geojson(mask, probs[..., 0], transform, crs, rule.postprocess.min_area),
+        return JSONResponse(_geojson(mask, probs[..., 0], transform, crs),
                             media_type="application/geo+json")
 
     return app

@@ -1,5 +1,16 @@
 """The one page ``buildings serve`` shows: pick an image (or the sample scene), see the buildings
-over it, move the threshold (applied here to the probability PNG, no new request), download the mask."""
+over it, move the threshold, download the mask.
+
+The mask the page shows is the API's own: when the threshold slider settles (``change``, or 300 ms
+after the last ``input``) it posts the image to ``/predict?format=png&threshold=t`` and draws that
+mask, the served rule's (min-area, hole filling, empty-image gates included; ``GET /health`` names
+it). While the slider moves it draws an instant preview, the 8-bit probability PNG (fetched once per
+image) at the threshold and nothing else, and says so. The status line says which of the two is
+shown; for scripts and tests, ``document.body.dataset`` carries ``maskSource`` (``api`` or
+``preview``), ``maskThreshold``, ``buildingPixels`` (the building pixels of the mask shown),
+``maskHash`` (FNV-1a 32-bit, 8 hex digits, of the mask's row-major 0/1 bytes) and ``maskSize``
+(``WxH``); ``window.buildingsMask`` is that mask (a Uint8Array of 0/1). The page loads nothing from
+elsewhere."""
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -10,8 +21,11 @@ PAGE = """<!doctype html>
   body { font-family: system-ui, sans-serif; margin: 16px; background: #f4f4f2; color: #222; }
   h1 { font-size: 20px; margin: 0 0 12px; }
   .controls { display: flex; gap: 14px; align-items: center; flex-wrap: wrap; margin-bottom: 10px; }
-  #status { font-size: 14px; color: #333; }
+  #status, #rule { font-size: 14px; color: #333; margin-bottom: 4px; }
+  #rule { color: #555; }
   #status.error { color: #b00020; font-weight: 600; }
+  #status.preview { color: #8a5a00; }
+  #download:not([href]) { color: #999; pointer-events: none; }
   canvas { max-width: 100%; border: 1px solid #999; background: #ddd; }
   .legend span { display: inline-block; width: 12px; height: 12px; background: rgb(0, 220, 255);
                  opacity: 0.75; vertical-align: middle; margin-right: 4px; }
@@ -22,18 +36,29 @@ PAGE = """<!doctype html>
 <div class="controls">
   <input type="file" id="file" accept="image/*,.tif,.tiff">
   <button id="sample" type="button">Try a sample scene</button>
-  <label>threshold <input type="range" id="threshold" min="0.05" max="0.95" step="0.05" value="__THRESHOLD__">
+  <label>threshold <input type="range" id="threshold" min="0.01" max="0.99" step="0.01" value="__THRESHOLD__">
     <output id="tvalue">__THRESHOLD__</output></label>
-  <a id="download" href="#" download="mask.png">Download mask (PNG)</a>
+  <a id="download" download="mask.png">Download mask (PNG)</a>
   <span class="legend"><span></span>building</span>
 </div>
+<div id="rule">served rule: asking the server ...</div>
 <div id="status">Pick an image (JPEG, PNG, GeoTIFF) or try the sample scene.</div>
 <canvas id="view" width="512" height="512"></canvas>
 <script>
 const $ = (id) => document.getElementById(id);
-let picture = null, probability = null, size = null;
+const DEBOUNCE_MS = 300;
+const bitmapOptions = { colorSpaceConversion: "none", premultiplyAlpha: "none" };  // PNG bytes as they are
+let health = null;        // GET /health: the served rule
+let upload = null;        // { blob, name, id }: the image shown
+let base = null;          // ImageData: the picture, or grey when the browser cannot show it (a GeoTIFF)
+let probability = null;   // Uint8Array: the 8-bit building probability, for the preview
+let size = null;          // { w, h }
+let threshold = null;     // the threshold asked for: the served one until the slider moves
+let uploads = 0, asked = 0, inFlight = null, timer = null, apiMaskUrl = null;
 
-function status(text, error) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
+const formatted = (t) => String(Number(Number(t).toFixed(4)));
+
+function status(text, kind) { $("status").textContent = text; $("status").className = kind || ""; }
 
 function pixels(bitmap) {
   const canvas = new OffscreenCanvas(size.w, size.h), context = canvas.getContext("2d");
@@ -41,55 +66,139 @@ function pixels(bitmap) {
   return context.getImageData(0, 0, size.w, size.h);
 }
 
-function draw() {
-  if (!probability) return;
-  const t = Number($("threshold").value);
-  $("tvalue").textContent = t.toFixed(2);
+function fnv1a(bytes) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) { h ^= bytes[i]; h = Math.imul(h, 0x01000193); }
+  return (h >>> 0).toString(16).padStart(8, "0");
+}
+
+// Draw mask (Uint8Array of 0/1) over the picture; source "api" (the API's mask) or "preview".
+function show(mask, source, t) {
   const view = $("view"), context = view.getContext("2d");
   view.width = size.w; view.height = size.h;
-  const shown = picture ? pixels(picture) : new ImageData(size.w, size.h);  // no preview: grey
-  const probs = pixels(probability).data, out = shown.data, mask = new ImageData(size.w, size.h);
+  const shown = new ImageData(new Uint8ClampedArray(base.data), size.w, size.h), out = shown.data;
   let count = 0;
-  for (let i = 0; i < probs.length; i += 4) {
-    const building = probs[i] >= t * 255;
-    if (!picture) { out[i] = out[i + 1] = out[i + 2] = 200; out[i + 3] = 255; }
-    if (building) {
-      count++;
-      out[i] = 0.3 * out[i]; out[i + 1] = 0.3 * out[i + 1] + 0.7 * 220; out[i + 2] = 0.3 * out[i + 2] + 0.7 * 255;
-    }
-    mask.data[i] = mask.data[i + 1] = mask.data[i + 2] = building ? 255 : 0; mask.data[i + 3] = 255;
+  for (let p = 0, i = 0; p < mask.length; p++, i += 4) {
+    if (!mask[p]) continue;
+    count++;
+    out[i] = 0.3 * out[i]; out[i + 1] = 0.3 * out[i + 1] + 0.7 * 220; out[i + 2] = 0.3 * out[i + 2] + 0.7 * 255;
   }
   context.putImageData(shown, 0, 0);
-  const maskCanvas = document.createElement("canvas");
-  maskCanvas.width = size.w; maskCanvas.height = size.h;
-  maskCanvas.getContext("2d").putImageData(mask, 0, 0);
-  $("download").href = maskCanvas.toDataURL("image/png");
-  status(`${size.w}x${size.h} px: ${count} building pixels (${(100 * count / (size.w * size.h)).toFixed(1)} %) at threshold ${t.toFixed(2)}`);
-  document.body.dataset.buildingPixels = String(count);  // for scripts and tests
+  const share = (100 * count / (size.w * size.h)).toFixed(1), at = formatted(t);
+  if (source === "api") {
+    status(`${size.w}x${size.h} px, mask as the API returns it: ${count} building pixels (${share} %) at ` +
+           `threshold ${at}, ${health.postprocess}`);
+  } else {
+    const after = health.postprocess === "no post-processing" ? "" : ` (before ${health.postprocess})`;
+    status(`${size.w}x${size.h} px, raw threshold preview: ${count} pixels (${share} %) with 8-bit probability ` +
+           `>= ${at}${after}; the API's mask follows when the slider settles`, "preview");
+  }
+  window.buildingsMask = mask;  // for scripts and tests, with:
+  Object.assign(document.body.dataset, { buildingPixels: String(count), maskSource: source, maskThreshold: at,
+                                         maskHash: fnv1a(mask), maskSize: `${size.w}x${size.h}` });
+}
+
+function preview(t) {
+  const mask = new Uint8Array(size.w * size.h), cut = t * 255;
+  for (let p = 0; p < mask.length; p++) mask[p] = probability[p] >= cut ? 1 : 0;
+  $("download").removeAttribute("href");  // the download is the API's mask, once it has come
+  show(mask, "preview", t);
+}
+
+async function failed(response) {
+  let detail = response.statusText;
+  try { detail = (await response.json()).detail; } catch (e) {}
+  status(`error ${response.status}: ${detail}`, "error");
+}
+
+// Ask the API for its mask of the current image at threshold t, and show it (unless asked again since).
+async function apiMask(t) {
+  clearTimeout(timer);
+  if (inFlight) inFlight.abort();
+  const controller = new AbortController(), mine = ++asked, image = upload;
+  inFlight = controller;
+  const form = new FormData();
+  form.append("file", image.blob, image.name);
+  try {
+    const response = await fetch(`/predict?format=png&threshold=${formatted(t)}`,
+                                 { method: "POST", body: form, signal: controller.signal });
+    if (mine !== asked || image !== upload) return;
+    if (!response.ok) { await failed(response); return; }
+    const png = await response.blob(), bitmap = await createImageBitmap(png, bitmapOptions);
+    if (mine !== asked || image !== upload) return;
+    const rgba = pixels(bitmap).data, mask = new Uint8Array(size.w * size.h);
+    for (let p = 0; p < mask.length; p++) mask[p] = rgba[4 * p] > 127 ? 1 : 0;
+    if (apiMaskUrl) URL.revokeObjectURL(apiMaskUrl);
+    apiMaskUrl = URL.createObjectURL(png);
+    $("download").href = apiMaskUrl;
+    show(mask, "api", t);
+  } catch (e) {
+    if (e.name !== "AbortError" && mine === asked) status(`error: ${e.message}`, "error");
+  } finally {
+    if (inFlight === controller) inFlight = null;
+  }
+}
+
+function sliderThreshold() {
+  threshold = Number($("threshold").value);
+  $("tvalue").textContent = formatted(threshold);
+  return threshold;
 }
 
 async function run(blob, name) {
+  const image = { blob, name, id: ++uploads };
+  upload = image;
+  probability = null;  // the slider waits for this image's probabilities
   status("predicting " + name + " ...");
+  await ready;
+  if (health.num_classes !== 1) {
+    status(`this page shows building (one-class) models; this one has ${health.num_classes} classes: ` +
+           "use POST /predict", "error");
+    return;
+  }
   const form = new FormData();
   form.append("file", blob, name);
   const response = await fetch("/predict?format=probability", { method: "POST", body: form });
-  if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail; } catch (e) {}
-    status(`error ${response.status}: ${detail}`, true);
-    return;
+  if (image !== upload) return;
+  if (!response.ok) { await failed(response); return; }
+  const bitmap = await createImageBitmap(await response.blob(), bitmapOptions);
+  let picture = null;
+  try { picture = await createImageBitmap(blob); } catch (e) {}  // a GeoTIFF: no picture, grey
+  if (image !== upload) return;
+  size = { w: bitmap.width, h: bitmap.height };
+  const rgba = pixels(bitmap).data;
+  probability = new Uint8Array(size.w * size.h);
+  for (let p = 0; p < probability.length; p++) probability[p] = rgba[4 * p];
+  if (picture) base = pixels(picture);
+  else { base = new ImageData(size.w, size.h); base.data.fill(200); }
+  preview(threshold);
+  apiMask(threshold);
+}
+
+async function start() {
+  health = await (await fetch("/health")).json();
+  threshold = health.threshold;
+  $("tvalue").textContent = formatted(threshold);
+  $("rule").textContent = `served rule: ${health.rule} (the slider changes the threshold only)`;
+  if (health.vote) {  // a vote's ballots are cast at the served threshold: a request cannot change it
+    $("threshold").disabled = true;
+    $("rule").textContent += "; a majority vote of the models, at their served threshold: the slider is off";
   }
-  probability = await createImageBitmap(await response.blob());
-  size = { w: probability.width, h: probability.height };
-  try { picture = await createImageBitmap(blob); } catch (e) { picture = null; }  // a GeoTIFF: no preview
-  draw();
 }
 
 $("file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) run(f, f.name); });
-$("threshold").addEventListener("input", draw);
+$("threshold").addEventListener("input", () => {
+  const t = sliderThreshold();
+  if (!probability) return;
+  preview(t);
+  clearTimeout(timer);
+  timer = setTimeout(() => apiMask(t), DEBOUNCE_MS);
+});
+$("threshold").addEventListener("change", () => { const t = sliderThreshold(); if (probability) apiMask(t); });
 async function sample() { const r = await fetch("/sample.png"); run(await r.blob(), "sample.png"); }
 $("sample").addEventListener("click", sample);
-if (new URLSearchParams(location.search).has("sample")) sample();
+const ready = start();
+if (new URLSearchParams(location.search).has("sample")) ready.then(sample);
 </script>
 </body>
 </html>
