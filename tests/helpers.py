@@ -64,6 +64,19 @@ def score_back(submission: Path, shape=(512, 512)) -> dict:
     return scores
 
 
+def imported_after(*args: str) -> set[str]:
+    """The modules a fresh interpreter holds after importing ``args`` (module names), or after
+    ``buildings ARGS`` when ``args`` start with ``--cli`` (tests/scripts/imported_modules.py)."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "imported_modules.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
 # -- rasters and a model whose answer is known (GeoTIFF, serve and prediction-rule tests) ----------
 CRS = "EPSG:32633"
 try:  # the [deploy] extra; tests that need it skip without it

@@ -44,14 +44,16 @@ def test_import_defaults_backend_to_torch(tmp_path):
     import os
     import subprocess
     import sys
+
+    from helpers import ROOT
+
+    script = [sys.executable, str(ROOT / "tests" / "scripts" / "keras_backend.py")]
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    code = "import buildings, keras; print(keras.backend.backend())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "torch"
+    out = subprocess.run(script, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["torch", "torch"]
     env["KERAS_BACKEND"] = "jax"
-    code = "import buildings, os; print(os.environ['KERAS_BACKEND'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "jax"
+    out = subprocess.run(script, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["jax", "jax"]
 
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ path through onnxruntime without importing Keras and writes what the Keras check
 torch / SavedModel exports load back in their own runtimes."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -84,23 +85,20 @@ def test_predict_runs_an_onnx_model_without_keras_and_writes_what_keras_writes(t
     _, path = save(tmp_path, "unet")
     onnx_path = export_checkpoint(path, tmp_path / "unet.onnx", "onnx")
     images = write_images(tmp_path / "images")
-    probe = ("import sys, runpy; sys.argv = ['buildings'] + sys.argv[1:]\n"
-             "from buildings.cli import main\n"
-             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-             "print('KERAS_IMPORTED', 'keras' in sys.modules, 'TORCH_IMPORTED', 'torch' in sys.modules)\n"
-             "sys.exit(code)")
+    probe = str(ROOT / "tests" / "scripts" / "imported_modules.py")  # runs the CLI, prints sys.modules
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     outputs = {}
     for checkpoint in (onnx_path, path):
         out = tmp_path / f"{checkpoint.suffix[1:]}.csv"
-        done = subprocess.run([sys.executable, "-c", probe, "predict", "--checkpoint", str(checkpoint), "--images",
+        done = subprocess.run([sys.executable, probe, "--cli", "predict", "--checkpoint", str(checkpoint), "--images",
                                str(images), "--tta", "flip", "--tile", "64", "--overlap", "16", "--threshold", "0.5",
                                "--out", str(out), "--save-masks", str(tmp_path / f"masks-{checkpoint.suffix[1:]}")],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
-        outputs[checkpoint.suffix] = (out, done.stdout + done.stderr)
-    onnx_log = outputs[".onnx"][1]
-    assert "KERAS_IMPORTED False" in onnx_log and "TORCH_IMPORTED False" in onnx_log, onnx_log[-1000:]
+        outputs[checkpoint.suffix] = (out, done.stderr, set(json.loads(done.stdout.splitlines()[-1])))
+    _, onnx_log, onnx_modules = outputs[".onnx"]
+    assert "keras" not in onnx_modules and "torch" not in onnx_modules, onnx_log[-1000:]
+    assert "keras" in outputs[".keras"][2]  # the probe sees an import where there is one
     assert "onnxruntime on CPUExecutionProvider" in onnx_log
     # Tiled (96x128 in 64-pixel windows), flip TTA: the same masks within a few boundary pixels.
     for i in range(3):
@@ -140,14 +138,7 @@ def test_saved_model_export_on_the_tensorflow_backend_serves_the_same_logits(tmp
     x = np.random.default_rng(4).normal(size=(2, 64, 64, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", keras.ops.convert_to_numpy(model(x, training=False)))
-    code = ("import sys, numpy as np, tensorflow as tf\n"
-            "from buildings.export import export_checkpoint\n"
-            "folder = sys.argv[1]\n"
-            "out = export_checkpoint(folder + '/unet.keras', folder + '/unet_saved_model', 'saved_model')\n"
-            "loaded = tf.saved_model.load(str(out))  # kept: its variables live as long as it does\n"
-            "got = loaded.serve(tf.constant(np.load(folder + '/x.npy'))).numpy()\n"
-            "print('DIFF', float(np.abs(got - np.load(folder + '/y.npy')).max()))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "saved_model_serves.py"), str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.split("DIFF")[-1]) <= 1e-4

@@ -95,9 +95,8 @@ def test_fit_killed_at_20_random_moments_resumes_every_time(synth_dataset, tmp_p
     assert state["epoch"] == summary["epochs_total"] == epochs
     assert summary["best_val_contest_dice"] == pytest.approx(history["val_contest_dice"].max())
     assert state["best"] == pytest.approx(history["val_contest_dice"].max())
-    check = subprocess.run([sys.executable, "-c", "import sys, buildings\nfrom buildings.models import load_model\n"
-                            "for p in sys.argv[1:]: load_model(p)", str(run / "best.keras"), str(run / "last.keras")],
-                           cwd=ROOT, capture_output=True, text=True)
+    check = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "models.py"), "load", str(run / "best.keras"),
+                            str(run / "last.keras")], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr[-2000:]
     assert temporaries(run) == []
     hit = " ".join(k["write"] or "" for k in kills)
@@ -109,10 +108,8 @@ def test_fit_killed_at_20_random_moments_resumes_every_time(synth_dataset, tmp_p
 
 
 def tiny_checkpoint(path: Path, num_classes: int = 1) -> Path:
-    code = ("import sys, keras, buildings\nfrom buildings.models import build_model\nkeras.utils.set_random_seed(0)\n"
-            "build_model('unet', filters=4, depth=2, num_classes=int(sys.argv[2])).save(sys.argv[1])")
-    subprocess.run([sys.executable, "-c", code, str(path), str(num_classes)], cwd=ROOT, check=True,
-                   env={**os.environ, "KERAS_BACKEND": "torch"})
+    subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "models.py"), "build", str(path), str(num_classes)],
+                   cwd=ROOT, check=True, env={**os.environ, "KERAS_BACKEND": "torch"})
     return path
 
 

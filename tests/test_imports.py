@@ -12,18 +12,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, imported_after
 
 SCRIPTS = ROOT / "tests" / "scripts"
 HEAVY = ("buildings.inference", "buildings.training", "buildings.models", "buildings.geo", "keras", "torch",
          "tensorflow", "jax", "onnxruntime", "tensorflow_datasets")
-
-
-def imported_after(*args: str) -> set[str]:
-    done = subprocess.run([sys.executable, str(SCRIPTS / "imported_modules.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": "torch"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    return set(json.loads(done.stdout.splitlines()[-1]))
 
 
 def heavy(modules: set[str]) -> list[str]:
