@@ -6,7 +6,7 @@ models were trained on) and returns logits (B, H, W, C); batch, height and width
 (height and width multiples of 32). The ONNX file carries what a runtime needs beyond the graph in
 its metadata (``formats.onnx_metadata``): the number of classes, the normalisation, and the activation
 memory per pixel that sizes prediction batches; ``buildings predict --checkpoint model.onnx`` runs
-the whole predict path through onnxruntime with it (``inference.onnx_model``).
+the whole predict path through onnxruntime with it (``inference.backends.OnnxBackend``).
 
 ONNX on the torch backend calls PyTorch's TorchScript exporter directly, as Keras 3.15's
 ``model.export(format="onnx")`` does for dynamic shapes, with one difference: Keras traces with

@@ -127,27 +127,16 @@ class RecentProbabilities:
                 self._items.popitem(last=False)
 
 
-def _properties(feature: dict, crs) -> dict:
-    """A polygon's properties, named and valued as ``geo.vectorize.write_polygons`` writes them for
-    ``buildings predict --vectorize``: ``area_m2`` in a projected CRS (else ``area``, in CRS units²,
-    or pixels² for a plain image), ``pixels``, ``mean_probability`` (4 decimals)."""
-    geometry, factor, area_name = feature["geometry"], 1.0, "area"
-    if crs is not None and crs.is_projected:
-        factor, area_name = crs.linear_units_factor[1] ** 2, "area_m2"
-    return {area_name: geometry.area * factor, "pixels": int(feature["pixels"]),
-            "mean_probability": round(feature["mean_probability"], 4)}
-
-
 def _geojson(mask: np.ndarray, probs: np.ndarray, transform, crs) -> dict:
     """One feature per building of ``mask`` (the rule's mask: min-area and the rest already applied,
     so the polygons drop nothing themselves)."""
     from affine import Affine
 
-    from buildings.geo.vectorize import BuildingPolygons
+    from buildings.geo.vectorize import BuildingPolygons, feature_properties
 
     polygons = BuildingPolygons(transform or Affine.identity(), min_area=0, simplify=1.0)
     polygons.add_block((0, 0), 0, 0, mask, probs)
-    features = [{"type": "Feature", "geometry": f["geometry"].__geo_interface__, "properties": _properties(f, crs)}
+    features = [{"type": "Feature", "geometry": f["geometry"].__geo_interface__, "properties": feature_properties(f, crs)}
                 for f in polygons.features()]
     out = {"type": "FeatureCollection", "features": features}
     if crs is not None:
@@ -208,6 +197,9 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20):
                       threshold_: float | None = Query(None, alias="threshold", gt=0, lt=1)):
         if format not in ("png", "rle", "geojson", "probability"):
             raise HTTPException(400, f"format {format!r}: use png, rle, geojson or probability")
+        if threshold_ is not None and predictor.vote:
+            raise HTTPException(400, "this server ensembles by majority vote: each model's ballot is cast at the "
+                                     f"served threshold ({rule.threshold:g}); a request cannot change it")
         data = bytearray()
         while chunk := await file.read(CHUNK):
             data += chunk

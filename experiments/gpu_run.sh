@@ -4,7 +4,7 @@
 # On a GPU machine whose image has torch and jax but not keras / TFDS / albumentations / simplejpeg,
 # from the project root:
 #   here:   bash ../shared/tools/device-wheels.sh simplejpeg   # wheels into .whl/ (ignored)
-#           (then swap pydantic-core 2.50.4 for 2.50.5 if pydantic 2.14.4 came along: README, On a GPU)
+#           (then swap pydantic-core 2.50.4 for 2.50.5 if pydantic 2.14.4 came along: docs/guide/recipes.md, "On a GPU")
 #           mkdir -p .barnarp && cp ../shared/data/barnarp/* .barnarp/ && echo /.barnarp/ >> .git/info/exclude
 #   there:  bash experiments/gpu_run.sh                          # carry .whl and .barnarp
 # Everything measured goes to $OUT/gpu_run.md (one file; $OUT defaults to ./gpu-run-out), the raw
@@ -37,7 +37,7 @@ if ! python3 -c "import keras, tensorflow_datasets, albumentations, simplejpeg" 
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
   export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
   if ! python3 -c "import keras, tensorflow_datasets, albumentations, simplejpeg"; then
-    echo "gpu_run.sh: the carried wheels do not import (above); see README, On a GPU" >&2; exit 1
+    echo "gpu_run.sh: the carried wheels do not import (above); see docs/guide/recipes.md, "On a GPU"" >&2; exit 1
   fi
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" KERAS_BACKEND=torch PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3

@@ -4,7 +4,7 @@ The CPU side draws each sample's augmentation as a short row of numbers
 (:func:`draw_augment_params`, seeded from (seed, epoch, batch) in the data workers, so a run is
 reproducible whatever the number of workers); the device side applies a whole batch of them inside
 the training step (:func:`augment_images`, :func:`augment_masks`, called by
-``buildings.training.device.TrainingModel``). No random state lives on the device, so the same code
+``buildings.training.training_model.TrainingModel``). No random state lives on the device, so the same code
 runs under torch, jax (inside its stateless, compiled step) and tensorflow.
 
 The presets match the albumentations ones of ``buildings.data.pipeline`` (the CPU path):

@@ -113,10 +113,20 @@ class BuildingPolygons:
         return out
 
 
+def feature_properties(feature: dict, crs) -> dict:
+    """A building's attributes, the one place they are named: ``area_m2`` when ``crs`` is projected
+    (else ``area``, in CRS units², or pixels² without a CRS), ``pixels``, ``mean_probability`` (4
+    decimals). ``buildings predict --vectorize`` writes them, ``buildings serve`` answers them."""
+    factor, area_name = 1.0, "area"
+    if crs is not None and crs.is_projected:
+        factor, area_name = crs.linear_units_factor[1] ** 2, "area_m2"
+    return {area_name: float(feature["geometry"].area * factor), "pixels": int(feature["pixels"]),
+            "mean_probability": round(float(feature["mean_probability"]), 4)}
+
+
 def write_polygons(features: list[dict], path, crs) -> Path:
     """Write building features to a GeoPackage (.gpkg) or GeoJSON (.geojson) in ``crs``, atomically.
-    Attributes: ``area_m2`` (when the CRS is projected; else ``area`` in CRS units²), ``pixels``,
-    ``mean_probability``."""
+    Attributes: :func:`feature_properties`."""
     import shapely
     from pyogrio.raw import write
 
@@ -128,13 +138,10 @@ def write_polygons(features: list[dict], path, crs) -> Path:
     kind = "MultiPolygon" if any(g.geom_type == "MultiPolygon" for g in geometries) else "Polygon"
     if kind == "MultiPolygon":
         geometries = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in geometries]
-    factor, area_name = 1.0, "area"
-    if crs is not None and crs.is_projected:
-        factor, area_name = crs.linear_units_factor[1] ** 2, "area_m2"
-    fields = [area_name, "pixels", "mean_probability"]
-    columns = [np.array([g.area * factor for g in geometries], np.float64),
-               np.array([f["pixels"] for f in features], np.int64),
-               np.array([round(f["mean_probability"], 4) for f in features], np.float64)]
+    rows = [feature_properties(f, crs) for f in features]
+    fields = list(feature_properties({"geometry": shapely.Point(0, 0), "pixels": 0, "mean_probability": 0.0}, crs))
+    columns = [np.array([row[name] for row in rows], np.int64 if name == "pixels" else np.float64)
+               for name in fields]
     with atomic_path(path, suffix=path.suffix) as temporary:
         temporary.unlink(missing_ok=True)  # GDAL creates the file itself
         write(str(temporary), shapely.to_wkb(np.array(geometries, dtype=object)), field_data=columns,
