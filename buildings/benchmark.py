@@ -86,11 +86,11 @@ def bench_current_backend(spec: dict) -> dict:
     import keras
     import numpy as np
 
+    from buildings.config import PRECISIONS
     from buildings.losses import get_loss
     from buildings.models import build_model
     from buildings.runtime import install_patches, torch_speedups
     from buildings.runtime.device import describe_device
-    from buildings.config import PRECISIONS
 
     install_patches()  # none for torch-plain (BUILDINGS_TORCH_SPEEDUPS=0, BUILDINGS_FREE_INTERMEDIATES=0)
     keras.mixed_precision.set_global_policy(PRECISIONS[spec["precision"]])

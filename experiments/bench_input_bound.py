@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 
+from buildings.config import PRECISIONS, parse_model_options  # noqa: E402
 from buildings.data.pipeline import SegmentationBatches  # noqa: E402
 from buildings.data.splits import open_split  # noqa: E402
 from buildings.losses import get_loss  # noqa: E402
@@ -36,7 +37,6 @@ from buildings.models import build_model  # noqa: E402
 from buildings.runtime import install_patches  # noqa: E402
 from buildings.runtime.device import accelerator_available, describe_device  # noqa: E402
 from buildings.task import Task  # noqa: E402
-from buildings.config import PRECISIONS, parse_model_options  # noqa: E402
 from buildings.training.training_model import TrainingModel  # noqa: E402
 
 
