@@ -1,9 +1,13 @@
 """Training options as data (no Keras here: the command line shows them): a run's config.json reproduces it.
 
-:class:`FitConfig` holds every option of ``buildings fit`` (flags map one to one);
-:func:`make_fit_config` merges flags over a config file or a run being resumed;
-:meth:`FitConfig.check` refuses impossible options before any data is read, and
-:func:`resolve_with_data` fills what the dataset decides (classes, default loss, class weights).
+:class:`FitConfig` holds every option of ``buildings fit`` (flags map one to one). A run's options
+are settled in two steps, each making one FitConfig:
+
+1. :func:`make_fit_config`: the options asked for, flags over a config file or the run being resumed;
+   :meth:`FitConfig.check` refuses impossible ones before any data is read;
+2. :func:`resolve_fit_config` (called by ``fit``, once): the final options, with what the training
+   data decides (classes, loss, class weights) and the run directory's path. That is what the run's
+   config.json records, and nothing changes it afterwards.
 
 Kept free of heavy imports at module level so the command line shows its options without loading
 Keras.
@@ -20,10 +24,14 @@ from buildings.errors import ConfigError, RunDirError
 from buildings.task import Task
 
 __all__ = ["PRECISIONS", "FitConfig", "load_run_config", "make_fit_config", "parse_model_options",
-           "resolve_with_data"]
+           "resolve_fit_config"]
 
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 RESIZE_MODES = ("crop", "resize")
+# The names the options take; their homes use these (buildings.models registers one builder each).
+ARCHITECTURES = ("unet", "attunet", "deeplabv3plus", "fcn")
+AUGMENTATIONS = ("none", "light", "strong")
+AUGMENT_ON = ("cpu", "device")
 
 
 @dataclass
@@ -77,7 +85,6 @@ class FitConfig:
 
     def check(self) -> None:
         """Refuse options that cannot work, before any data is read (model options included)."""
-        from buildings.data.pipeline import AUGMENT_ON, AUGMENTATIONS
         from buildings.models import resolve_options
 
         if self.precision not in (*PRECISIONS, "auto"):
@@ -157,21 +164,22 @@ def load_run_config(path) -> FitConfig:
 
 
 def make_fit_config(*, flags: dict | None = None, model_options=(), config_file=None, resume_dir=None) -> FitConfig:
-    """The configuration of a ``buildings fit`` call.
+    """The options of a ``buildings fit`` call (step 1 of the module docstring).
 
     ``flags``: the options given explicitly (field name → value); they override ``config_file``
     (a run's config.json reproduced in a new run directory) or the options of the run in
     ``resume_dir`` (continued in place). ``model_options``: ``KEY=VALUE`` items merged over the
     base's model options.
     """
-    from buildings.training.run_dir import RunDirectory
-
     flags = dict(flags or {})
     if resume_dir is not None:
-        base = load_run_config(RunDirectory.for_resume(resume_dir).config_path)
+        from buildings.training.run_dir import RunDirectory
+
+        base = load_run_config(RunDirectory.check_resumable(resume_dir))
         flags["run_dir"] = str(resume_dir)
     elif config_file is not None:
-        base = dataclasses.replace(load_run_config(config_file), run_dir=None)  # a new run directory
+        base = load_run_config(config_file)
+        flags = {"run_dir": None, **flags}  # a new run directory, unless the flags name one
     else:
         base = FitConfig()
     if model_options:
@@ -179,9 +187,12 @@ def make_fit_config(*, flags: dict | None = None, model_options=(), config_file=
     return dataclasses.replace(base, **flags)
 
 
-def resolve_with_data(config: FitConfig, source) -> FitConfig:
-    """Fill ``num_classes``, ``loss`` and ``class_weights`` from the training split ``source``;
-    refuse a class count or loss that does not fit the dataset."""
+def resolve_fit_config(config: FitConfig, source, *, run_dir) -> FitConfig:
+    """The final options of a run (step 2 of the module docstring), made once: ``config`` with what
+    the training split ``source`` decides — ``num_classes``, ``loss`` (the task's default when
+    none is asked for) and ``class_weights`` (computed from its pixels when ``auto``) — and
+    ``run_dir``, the path of the run's directory. Refuses a class count or loss that does not fit
+    the dataset."""
     data_task = source.task
     task = data_task if config.num_classes is None else Task(config.num_classes)
     if task.num_classes != data_task.num_classes:
@@ -189,19 +200,24 @@ def resolve_with_data(config: FitConfig, source) -> FitConfig:
                           f"--num-classes {data_task.num_classes} (or leave it out to take the dataset's)")
     loss = config.loss or task.default_loss
     task.check_loss(loss)
+    return dataclasses.replace(config, num_classes=task.num_classes, loss=loss,
+                               class_weights=_class_weights(config, task, loss, source), run_dir=str(run_dir))
+
+
+def _class_weights(config: FitConfig, task: Task, loss: str, source) -> list[float] | None:
+    """Per-class loss weights: None where the loss takes none; ``auto``: from the pixels of ``source``."""
     weights = config.class_weights
     if not task.uses_class_weights(loss) or weights in (None, "none"):
-        weights = None
-    elif weights == "auto":
+        return None
+    if weights == "auto":
         from buildings.data.stats import class_pixel_counts
         from buildings.losses import class_weights_from_counts
 
-        weights = class_weights_from_counts(class_pixel_counts(source, task.num_classes))
-    else:
-        try:
-            weights = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
-        except (TypeError, ValueError):
-            weights = []
-        if len(weights) != task.num_classes or min(weights) < 0:
-            raise ConfigError(f"class_weights needs {task.num_classes} non-negative numbers, got {config.class_weights}")
-    return dataclasses.replace(config, num_classes=task.num_classes, loss=loss, class_weights=weights)
+        return class_weights_from_counts(class_pixel_counts(source, task.num_classes))
+    try:
+        weights = [float(w) for w in (weights.split(",") if isinstance(weights, str) else weights)]
+    except (TypeError, ValueError):
+        weights = []
+    if len(weights) != task.num_classes or min(weights) < 0:
+        raise ConfigError(f"class_weights needs {task.num_classes} non-negative numbers, got {config.class_weights}")
+    return weights

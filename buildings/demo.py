@@ -23,7 +23,7 @@ def run_demo(out, *, epochs: int = 12, minutes: float = 5.0, n: int = 64, seed: 
     from buildings.data.synth import write_synthetic_contest
     from buildings.data.tfds.tianchi_buildings import build_dataset
     from buildings.formats.submission import score_submission
-    from buildings.inference import Postprocess, Predictor, write_predictions
+    from buildings.inference import MaskRule, Postprocess, Predictor, write_predictions
     from buildings.training import FitConfig, fit
 
     out = Path(out)
@@ -45,10 +45,10 @@ def run_demo(out, *, epochs: int = 12, minutes: float = 5.0, n: int = 64, seed: 
         say(f"    {result.stop_reason}")
     say(f"    best validation contest Dice {result.best_dice:.4f} at epoch {result.best_epoch} of {epochs}")
     say("4/5 predicting the test split with flip TTA")
-    predictor = Predictor.from_checkpoints([run_dir / "best.keras"], tta="flip")
+    predictor = Predictor.from_checkpoints([run_dir / "best.keras"], tta="flip", rule=MaskRule(postprocess=Postprocess(30)))
     submission = out / "submission.csv"
     test = open_split(dataset, "test")
-    write_predictions(predictor, split_items(test), submission, postprocess=Postprocess(30))
+    write_predictions(predictor, split_items(test), submission)
     say("5/5 scoring against the synthetic truth")
     truth_csv = download / "test_a_mask.csv"
     score = score_submission(submission, truth_csv)

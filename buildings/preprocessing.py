@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalise"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalise", "standardise", "to_unit"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def normalise(images, xp=np, *, scaled: bool = False):
-    """uint8 RGB (..., 3) → float32, ImageNet mean/std normalised (what the models expect).
-
-    ``xp``: the array namespace, NumPy (default) or ``keras.ops`` for tensors on the device.
-    ``scaled``: the images are already float in [0, 1] (training augments them there first)."""
+def to_unit(images, xp=np):
+    """uint8 RGB → float32 in [0, 1] (training augments there, before :func:`standardise`)."""
     x = np.asarray(images).astype(np.float32) if xp is np else xp.cast(images, "float32")
-    return ((x if scaled else x / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
+    return x / 255.0
+
+
+def standardise(x, xp=np):
+    """[0, 1] RGB → ImageNet mean/std normalised."""
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def normalise(images, xp=np):
+    """uint8 RGB (..., 3) → float32, ImageNet mean/std normalised (what the models expect):
+    :func:`standardise` of :func:`to_unit`.
+
+    ``xp``: the array namespace, NumPy (default) or ``keras.ops`` for tensors on the device."""
+    return standardise(to_unit(images, xp), xp)

@@ -163,12 +163,12 @@ def test_tensorboard_missing_names_the_extra(monkeypatch, tmp_path):
     import importlib.util
 
     from buildings.errors import ConfigError
-    from buildings.training import trainer
+    from buildings.training.callbacks import tensorboard_callback
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ConfigError, match=r"needs tensorboard .*\.\[tensorboard\]"):
-        trainer._tensorboard(tmp_path / "logs")
+        tensorboard_callback(tmp_path / "logs")
 
 
 def test_imagenet_weights_offline_is_one_line_with_the_alternatives(monkeypatch):

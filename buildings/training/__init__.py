@@ -1,4 +1,7 @@
-"""Training: options (``config``), the run directory (``run_dir``), callbacks, and ``fit`` (``trainer``).
+"""Training: ``fit`` (``trainer``) tells the story of a run; its chapters are the run directory
+(``run_dir``), the data (``data``), the training objective (``objective``: loss, metrics, optimiser,
+schedule), the phases (``phases``: encoder frozen, then trained) and the callbacks (``callbacks``).
+The options are ``buildings.config``'s.
 
     from buildings.training import FitConfig, fit
     result = fit(FitConfig(model="attunet", data="tianchi_buildings", epochs=30))

@@ -1,16 +1,20 @@
 """Callbacks of ``buildings fit`` beyond Keras's own: throughput and learning rate in the logs, a
 wall-time budget, the per-epoch commit to the run directory, plain-line progress for logs, and the
-run-time estimate after the first steps."""
+run-time estimate after the first steps; :class:`RunCallbacks`: those a run's options ask for, in
+order, and why they stopped it."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import keras
 
+from buildings.errors import ConfigError
 from buildings.progress import Milestones, duration
 
-__all__ = ["EpochCommit", "LineProgress", "RunEstimate", "Throughput", "TimeBudget"]
+__all__ = ["EpochCommit", "LineProgress", "RunCallbacks", "RunEstimate", "Throughput", "TimeBudget",
+           "tensorboard_callback"]
 
 
 class Throughput(keras.callbacks.Callback):
@@ -138,3 +142,54 @@ class RunEstimate(keras.callbacks.Callback):
                        f"(or cap the run with --max-minutes)")
 
 
+class RunCallbacks:
+    """The package's own callbacks for a run of ``config`` (the epoch commit aside: each phase adds
+    its own, last), the Keras ``verbose`` they go with, and why they stopped the run.
+
+    Always NaN termination and throughput; the time budget (``max_minutes``, counted from now),
+    early stopping on ``monitor`` and TensorBoard logs in ``log_dir`` when asked for.
+    ``verbose="auto"``: Keras's bar on a terminal, plain lines with rate and ETA
+    (:class:`LineProgress`) in logs and CI; the run-time estimate whenever anything is shown."""
+
+    def __init__(self, config, *, monitor: str, log_dir, steps: int, first_epoch: int, accelerator: bool):
+        self.config, self.monitor = config, monitor
+        self.callbacks = [keras.callbacks.TerminateOnNaN(), Throughput(config.batch_size)]
+        self.budget = self.early = None
+        if config.max_minutes:
+            self.budget = TimeBudget(config.max_minutes, time.perf_counter())
+            self.callbacks.append(self.budget)
+        if config.early_stopping:
+            self.early = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.early_stopping)
+            self.callbacks.append(self.early)
+        if config.tensorboard:
+            self.callbacks.append(tensorboard_callback(log_dir))
+        self.verbose = config.verbose
+        if self.verbose == "auto":  # Keras's bar on a terminal; plain lines with rate and ETA in logs and CI
+            self.verbose = 1 if sys.stdout.isatty() else 0
+            if not self.verbose:
+                self.callbacks.append(LineProgress(steps=steps, batch_size=config.batch_size, epochs=config.epochs))
+        if self.verbose != 0 or config.verbose == "auto":
+            self.callbacks.append(RunEstimate(steps=steps, epochs=config.epochs, first_epoch=first_epoch,
+                                              accelerator=accelerator))
+
+    def stop_reason(self, finished: int) -> str | None:
+        """Why the run ended after epoch ``finished`` (1-based), before its last; None if it ran them all."""
+        if finished >= self.config.epochs:
+            return None
+        if self.budget is not None and self.budget.reason:
+            return self.budget.reason
+        if self.early is not None and self.early.stopped_epoch:
+            return (f"stopped early after epoch {finished}: {self.monitor} did not improve for "
+                    f"{self.config.early_stopping} epochs (--early-stopping)")
+        return f"stopped after epoch {finished}: the loss became NaN or infinite"
+
+
+def tensorboard_callback(log_dir) -> keras.callbacks.TensorBoard:
+    """Keras's TensorBoard callback, or one clear line when its writer is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
+    if missing:  # Keras writes its logs with tf.summary, which needs both (TF 2.21 no longer brings tensorboard)
+        raise ConfigError(f"--tensorboard needs {' and '.join(missing)} (Keras writes the logs with tf.summary): "
+                          f"pip install -e \".[tensorboard]\"")
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir))

@@ -21,6 +21,10 @@ than the previous epoch's are deleted. A ``kill -9`` at any instant leaves the p
 whole: :meth:`RunDirectory.recover` reads state.json, completes or discards a pending best
 checkpoint, drops history rows the state does not cover, and falls back to the previous epoch's
 weights if the latest cannot be read. curves.png is drawn from history.csv after the commit.
+
+``fit`` opens its directory once, with :meth:`RunDirectory.for_fit`: the run to continue
+(:meth:`RunDirectory.for_resume`) or a new one (:meth:`RunDirectory.create`), and
+:meth:`RunDirectory.start` says where training starts (recovered, or reset for a new run).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,6 +83,7 @@ class RunDirectory:
 
     def __init__(self, path):
         self.path = Path(path)
+        self._made: list[Path] = []  # the folders create() made, deepest first
 
     def __str__(self) -> str:
         return str(self.path)
@@ -102,9 +108,18 @@ class RunDirectory:
         """Create the directory of a new run: ``path``, or ``root/<model>-<time>`` made unique."""
         if path is not None:
             cls.check_new(path)
+            made = _missing_folders(Path(path))
             Path(path).mkdir(parents=True, exist_ok=True)
-            return cls(path)
-        base = Path(root) / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        else:
+            path, made = cls._new_folder(Path(root) / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run = cls(path)
+        run._made = made
+        return run
+
+    @staticmethod
+    def _new_folder(base: Path) -> tuple[Path, list[Path]]:
+        """``base``, or ``base-2``, ``base-3``... made exclusively; with the folders made, deepest first."""
+        made = _missing_folders(base.parent)
         base.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, 1000):
             candidate = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
@@ -112,18 +127,54 @@ class RunDirectory:
                 candidate.mkdir()  # exclusive: a run started in the same second takes the next name
             except FileExistsError:
                 continue
-            return cls(candidate)
+            return candidate, [candidate, *made]
         raise RunDirError(f"{base}: no free run directory name")  # pragma: no cover
+
+    @staticmethod
+    def check_resumable(path) -> Path:
+        """Refuse, in one line, a folder that holds no run to continue; returns its config.json."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"{path}: no such run directory")
+        if not (path / "config.json").is_file():
+            raise RunDirError(f"{path}: no config.json, so not a run directory buildings fit can resume")
+        return path / "config.json"
 
     @classmethod
     def for_resume(cls, path) -> RunDirectory:
-        """An existing run to continue; its config.json must be there and readable."""
-        run = cls(path)
-        if not run.path.is_dir():
-            raise RunDirError(f"{run.path}: no such run directory")
-        if not run.config_path.is_file():
-            raise RunDirError(f"{run.path}: no config.json, so not a run directory buildings fit can resume")
-        return run
+        """An existing run to continue; its config.json must be there (:meth:`check_resumable`)."""
+        cls.check_resumable(path)
+        return cls(path)
+
+    @classmethod
+    @contextmanager
+    def for_fit(cls, path, *, resume: bool, model: str):
+        """The directory a ``fit`` call writes, opened once: the run in ``path`` to continue
+        (``resume``), or a new run's (:meth:`create`). If the call fails before anything is written
+        in a new directory (the data or an option refused once the data is read), the folders made
+        for it are removed again: a refused run leaves nothing behind."""
+        run = cls.for_resume(path) if resume else cls.create(path, model=model)
+        try:
+            yield run
+        except BaseException:
+            run._remove_if_empty()
+            raise
+
+    def _remove_if_empty(self) -> None:
+        for folder in self._made:  # deepest first; rmdir removes empty folders only
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+
+    def start(self, *, resume: bool) -> BackupState | None:
+        """Where training starts: after the last committed epoch of a run continued (:meth:`recover`;
+        None before its first), or, for a new run, at the beginning (None), with whatever an earlier
+        attempt left in this folder forgotten (:meth:`reset`)."""
+        if resume:
+            return self.recover()
+        self.reset()
+        return None
 
     # -- contents ------------------------------------------------------------------------------
     def write_config(self, payload: dict) -> None:
@@ -307,6 +358,16 @@ class BackupState:
 
     def without_previous(self) -> BackupState:
         return BackupState(self.epoch, self.phase, self.weights, self.best, self.best_epoch)
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first (what ``mkdir -p`` makes)."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
 
 
 def _readable_weights(path: Path) -> bool:

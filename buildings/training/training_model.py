@@ -20,7 +20,7 @@ import keras
 from keras import ops
 
 from buildings.data.augment import augment_images, augment_masks
-from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from buildings.preprocessing import standardise, to_unit
 
 __all__ = ["TrainingModel"]
 
@@ -42,10 +42,10 @@ class TrainingModel(keras.Model):
 
     def call(self, inputs, training=False):
         image, params = self._unpack(inputs)
-        x = ops.cast(image, "float32") / 255.0
+        x = to_unit(image, ops)
         if training and params is not None:
             x = augment_images(x, params)
-        x = (x - ops.convert_to_tensor(IMAGENET_MEAN)) / ops.convert_to_tensor(IMAGENET_STD)
+        x = standardise(x, ops)
         return self.model(x, training=training)
 
     def _targets(self, x, y):

@@ -1,0 +1,84 @@
+"""Training phases: the encoder frozen for the first ``freeze_encoder_epochs``, then trained.
+
+Each phase is one ``model.fit`` over its epochs, compiled afresh (freezing changes the trainable
+weights): the optimiser's step count continues across phases, so the per-step warmup + cosine
+schedule carries on. A resumed run starts in the phase of its first unfinished epoch: the same
+phase as its last committed epoch takes the model and optimiser from the backup weights, a later
+one the model's weights only, with a fresh optimiser at the step count reached.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from buildings.models import get_encoder
+from buildings.training.callbacks import EpochCommit
+
+__all__ = ["Phase", "plan_phases", "train_phases"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Epochs ``first``..``last`` (0-based, ``last`` excluded) of phase ``index``."""
+
+    index: int
+    first: int
+    last: int
+    encoder_trainable: bool
+
+
+def plan_phases(epochs: int, freeze_epochs: int) -> list[Phase]:
+    """The phases of a run of ``epochs`` with the encoder frozen for ``freeze_epochs`` (0: one phase)."""
+    if not freeze_epochs:
+        return [Phase(0, 0, epochs, True)]
+    return [Phase(0, 0, freeze_epochs, False), Phase(1, freeze_epochs, epochs, True)]
+
+
+def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose) -> int:
+    """Train ``trainer`` (a ``TrainingModel``) through the phases left after ``state`` (the last
+    committed epoch, None from the start), committing every epoch to ``run``; ``callbacks`` run in
+    every phase before the commit. Returns the epochs trained; stops early when a callback stops
+    training."""
+    config, steps = objective.config, batches.steps
+    encoder = get_encoder(trainer.model)
+    start = state.epoch if state else 0
+    epochs_run = 0
+    for phase in plan_phases(config.epochs, config.freeze_encoder_epochs if encoder is not None else 0):
+        if phase.last <= phase.first or start >= phase.last:
+            continue  # nothing to do, or already finished before a resume
+        if encoder is not None:
+            encoder.trainable = phase.encoder_trainable
+        begin = max(phase.first, start)
+        objective.compile(trainer)
+        if begin == start and state is not None:  # the first phase of a resumed run
+            _restore(trainer, run, state, phase.index, done_steps=begin * steps)
+        elif begin:  # a later phase of this call: the weights are in memory, the step count continues
+            trainer.optimizer.build(trainer.trainable_variables)
+            trainer.optimizer.iterations.assign(begin * steps)
+        batches.train.set_epoch(begin)
+        # Last, so an epoch is committed only with everything the other callbacks added to its logs.
+        commit = EpochCommit(run, phase=phase.index, monitor=objective.monitor, export=trainer.model)
+        history = trainer.fit(batches.train, validation_data=batches.validation, epochs=phase.last,
+                              initial_epoch=begin, steps_per_epoch=steps, callbacks=[*callbacks, commit],
+                              verbose=verbose)
+        epochs_run += len(history.epoch)
+        if trainer.stop_training:
+            break
+    return epochs_run
+
+
+def _restore(model, run, state, phase: int, done_steps: int) -> None:
+    """Put a freshly compiled ``model`` where training stopped. Same phase: model and optimizer
+    from the backup weights. A new phase (the encoder unfrozen): the model's weights only, with a
+    fresh optimizer whose step count continues the schedule."""
+    same_phase = state is not None and state.phase == phase
+    if same_phase:
+        model.optimizer.build(model.trainable_variables)
+    if state is not None:
+        with warnings.catch_warnings():  # a new phase: Keras warns that it skips the old optimizer's state
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(run.backup_dir / state.weights)
+    if not same_phase and done_steps:
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(done_steps)
