@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildings.contract import check_stride_multiple
 from buildings.errors import ConfigError, RunDirError
 from buildings.task import Task
 
@@ -89,8 +90,7 @@ class FitConfig:
 
         if self.precision not in (*PRECISIONS, "auto"):
             raise ConfigError(f"precision must be one of {list(PRECISIONS)} or auto, got {self.precision!r}")
-        if self.image_size % 32:
-            raise ConfigError(f"image_size must be a multiple of 32, got {self.image_size}")
+        check_stride_multiple(self.image_size, "image_size")
         if self.resize_mode not in RESIZE_MODES:
             raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
         if self.aug not in AUGMENTATIONS:

@@ -34,7 +34,7 @@ def views(mode: str) -> tuple[tuple[int, bool], ...]:
 def _rot90(x, turns: int, xp):
     """``np.rot90(x, turns, axes=(1, 2))`` for (B, H, W, C) arrays in ``xp`` (NumPy or keras.ops),
     written with transposes and flips: ``keras.ops.rot90`` on the tensorflow backend (Keras 3.15.1)
-    returns a wrong result for two turns of 4-D tensors (tests/test_probability_model.py)."""
+    returns a wrong result for two turns of 4-D tensors (tests/inference/test_probability_model.py)."""
     turns %= 4
     if turns == 0:
         return x

@@ -77,6 +77,41 @@ def imported_after(*args: str) -> set[str]:
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
+# -- tests that run unchanged on torch, jax and tensorflow --------------------------------------------
+def to_numpy(x):
+    """A tensor of the active backend as a NumPy array."""
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def value_and_grad(fn, x: np.ndarray):
+    """(fn(x), d fn / d x) on the active backend, as NumPy."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        t = torch.tensor(x, requires_grad=True)
+        value = fn(t)
+        value.backward()
+        return value.detach().cpu().numpy(), t.grad.cpu().numpy()
+    if backend == "jax":
+        import jax
+
+        value, grad = jax.value_and_grad(fn)(x)
+        return np.asarray(value), np.asarray(grad)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        t = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            value = fn(t)
+        return value.numpy(), tape.gradient(value, t).numpy()
+    raise NotImplementedError(backend)
+
+
 # -- rasters and a model whose answer is known (GeoTIFF, serve and prediction-rule tests) ----------
 CRS = "EPSG:32633"
 try:  # the [deploy] extra; tests that need it skip without it

@@ -28,8 +28,8 @@ def run_under(backend: str, args: list[str], timeout=1200) -> subprocess.Complet
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_model_loss_metric_suite_passes_on(backend):
     result = run_under(backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 "tests/test_models.py", "tests/test_losses_metrics.py", "tests/test_augment.py",
-                                 "tests/test_probability_model.py"])
+                                 "tests/models/test_models.py", "tests/test_losses_metrics.py",
+                                 "tests/data/test_augment.py", "tests/inference/test_probability_model.py"])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout.splitlines()[-1]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 import pytest
+from helpers import ROOT  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 HOOK = DOCS / "hooks" / "cli_reference.py"

@@ -3,7 +3,7 @@ Runs on whichever backend is active (tests/test_backends.py runs it under jax an
 
 import numpy as np
 import pytest
-from backend_utils import to_numpy, value_and_grad
+from helpers import to_numpy, value_and_grad
 
 import buildings  # noqa: F401  (torch unless KERAS_BACKEND is set)
 from buildings import losses, metrics

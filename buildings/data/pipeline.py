@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from buildings.config import AUGMENT_ON, AUGMENTATIONS
+from buildings.contract import STRIDE
 from buildings.data.augment import draw_augment_params
 from buildings.data.splits import decode_record
 from buildings.errors import ConfigError
@@ -86,9 +87,9 @@ def cutmix(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator, p: f
         masks[i, y:y + h, x:x + w] = masks[j, y:y + h, x:x + w]
 
 
-def pad_batch(images: list[np.ndarray], masks: list[np.ndarray], mask_fill: int, multiple: int = 32):
+def pad_batch(images: list[np.ndarray], masks: list[np.ndarray], mask_fill: int, multiple: int = STRIDE):
     """Stack images / masks of possibly different sizes, padded (bottom and right) to the largest
-    height and width rounded up to ``multiple`` (every model takes multiples of 32): images with 0,
+    height and width rounded up to ``multiple`` (every model takes multiples of the stride, ``contract.STRIDE``): images with 0,
     masks with ``mask_fill``."""
     height = -(-max(i.shape[0] for i in images) // multiple) * multiple
     width = -(-max(i.shape[1] for i in images) // multiple) * multiple
@@ -105,7 +106,7 @@ class SegmentationBatches(keras.utils.PyDataset):
 
     Masks keep their stored values: {0, 1} for a binary dataset, class indices with 255 =
     unlabelled for a multi-class one. Images of different sizes in a batch (or sizes that are not
-    multiples of 32) are padded to a common multiple of 32, masks with ``mask_fill``.
+    multiples of the stride) are padded to a common multiple of it, masks with ``mask_fill``.
 
     Args:
         source: a :class:`SplitSource` (or any sequence of raw records).

@@ -18,7 +18,7 @@ import numpy as np
 
 from buildings.errors import ConfigError
 from buildings.files import write_bytes
-from buildings.formats.rle import encode_rle
+from buildings.formats.rle import CONTEST_SHAPE, encode_rle
 from buildings.formats.submission import write_submission
 
 __all__ = ["synth_parcel_scene", "synth_scene", "write_synthetic_contest", "write_synthetic_parcels"]
@@ -90,7 +90,7 @@ def _buildings(rng, image, size, n_buildings) -> np.ndarray:
     return mask
 
 
-def synth_scene(rng: np.random.Generator, size: int = 512, p_empty: float = 0.25):
+def synth_scene(rng: np.random.Generator, size: int = CONTEST_SHAPE[0], p_empty: float = 0.25):
     """One scene: (BGR uint8 image, uint8 {0,1} mask)."""
     image = _ground(rng, size)
     _roads(rng, image, size)
@@ -190,7 +190,7 @@ def _zip_images(path: Path, folder: str, images: dict[str, bytes]) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def write_synthetic_contest(out, n: int = 64, *, seed: int = 0, size: int = 512, test_fraction: float = 0.25,
+def write_synthetic_contest(out, n: int = 64, *, seed: int = 0, size: int = CONTEST_SHAPE[0], test_fraction: float = 0.25,
                             quality: int = 90) -> dict[str, Path]:
     """Write ``n`` synthetic tiles as the contest download (``train.zip``, ``train_mask.csv.zip``,
     ``test_a.zip``, ``test_a_samplesubmit.csv``) plus ``test_a_mask.csv`` (truth, for local scoring)."""

@@ -11,7 +11,7 @@ The architecture follows the official EfficientNet-Lite (and the ``efficientnet-
 reference): EfficientNet-B0's seven MBConv stages without squeeze-excitation, ReLU6 instead of
 swish, stem (32) and head (1280) not scaled, first and last stages not repeated more; width and depth
 multipliers 1.0/1.0 (lite0), 1.0/1.1 (lite1), 1.1/1.2 (lite2). Convolutions use TensorFlow's "same"
-padding, as the reference does, so the port matches it (tests/test_efficientnet_lite.py: classifier
+padding, as the reference does, so the port matches it (tests/models/test_efficientnet_lite.py: classifier
 logits within 1e-3). The weights expect RGB scaled to [-1, 1] (the official Lite preprocessing).
 """
 

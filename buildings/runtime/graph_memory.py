@@ -8,7 +8,7 @@ against 1.6 GB for the same network in plain PyTorch. :func:`install` replaces t
 a copy that, from a plan computed once per graph (which node runs when, and after which node each
 tensor is no longer needed), drops each intermediate from the dictionary as soon as its last
 consumer has run. Outputs are untouched, nothing else changes, and the result is the same tensor
-objects (``tests/test_graph_memory.py``); during training autograd still keeps what the backward
+objects (``tests/runtime/test_graph_memory.py``); during training autograd still keeps what the backward
 pass needs, as it would in plain PyTorch. Compiled backends (jax, tensorflow graphs) plan their own
 memory and are not affected either way.
 

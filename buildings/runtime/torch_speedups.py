@@ -22,7 +22,7 @@ torch spends more time outside the convolutions than in them:
    float64 inputs fall back to Keras's own code.
 
 Checkpoints are unaffected (the layers and variables are Keras's own), and results agree with the
-unpatched code to float rounding (``tests/test_torch_speedups.py``).
+unpatched code to float rounding (``tests/runtime/test_torch_speedups.py``).
 
 **Installed explicitly, where work starts**: ``buildings fit``, prediction / evaluation
 (:func:`buildings.inference.load_checkpoints`) and the benchmarks call :func:`install`; building or
@@ -51,7 +51,7 @@ from buildings.runtime import keras_outside
 
 __all__ = ["VERIFIED_KERAS", "install", "installed", "suspended", "uninstall", "unavailable_reason"]
 
-# Keras minor versions (inclusive range) on which tests/test_torch_speedups.py passed, each run
+# Keras minor versions (inclusive range) on which tests/runtime/test_torch_speedups.py passed, each run
 # against that version's own torch backend (experiments/RESULTS.md, "torch speed-ups across Keras
 # versions"). pyproject caps Keras below the next minor version, so CI always tests a verified one.
 VERIFIED_KERAS = ((3, 14), (3, 15))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from buildings.config import FitConfig
+from buildings.contract import round_up_to_stride
 from buildings.data.pipeline import SegmentationBatches
 from buildings.data.splits import SplitSource, kfold_sources, open_split
 from buildings.task import Task
@@ -73,4 +74,4 @@ def _eval_batch_size(model, source, image_size) -> int:
         height, width = decode_record(source[0])[0].shape[:2]
     else:
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    return batch_size_for([model], -(-height // 32) * 32, -(-width // 32) * 32)
+    return batch_size_for([model], round_up_to_stride(height), round_up_to_stride(width))

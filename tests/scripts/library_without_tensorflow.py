@@ -1,4 +1,4 @@
-"""Child process of tests/test_imports.py: the library API on the torch backend with TensorFlow
+"""Child process of tests/cli/test_imports.py: the library API on the torch backend with TensorFlow
 installed — build and save a model, train it one epoch with ``fit``, load it and predict — then
 print whether TensorFlow was imported. Argument: a built dataset folder, a scratch folder."""
 

@@ -1,4 +1,4 @@
-"""Child process of tests/test_export.py (KERAS_BACKEND=tensorflow): export FOLDER/unet.keras as a
+"""Child process of tests/deploy/test_export.py (KERAS_BACKEND=tensorflow): export FOLDER/unet.keras as a
 SavedModel, serve FOLDER/x.npy through it and print the largest difference from FOLDER/y.npy."""
 
 import sys

@@ -1,4 +1,4 @@
-"""Child process of tests/test_serialization.py: load checkpoints with Keras's own
+"""Child process of tests/models/test_serialization.py: load checkpoints with Keras's own
 ``keras.saving.load_model`` after importing ``buildings`` first, Keras first, or Keras alone, and
 print, per model, its loss class and the largest output difference. Arguments: order, folder, models."""
 

@@ -1,4 +1,4 @@
-"""Child process of tests/test_serialization.py: one compiled checkpoint per model (the package's loss
+"""Child process of tests/models/test_serialization.py: one compiled checkpoint per model (the package's loss
 and metrics) and its outputs on one input. Arguments: folder, {model: options} as JSON."""
 
 import json

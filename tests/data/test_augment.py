@@ -6,7 +6,7 @@ tensorflow too."""
 import keras
 import numpy as np
 import pytest
-from backend_utils import to_numpy
+from helpers import to_numpy
 
 import buildings  # noqa: F401
 from buildings.data import augment as aug

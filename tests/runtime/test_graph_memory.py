@@ -8,7 +8,7 @@ import weakref
 import keras
 import numpy as np
 import pytest
-from backend_utils import to_numpy
+from helpers import to_numpy
 
 from buildings.models import build_model
 from buildings.runtime import graph_memory

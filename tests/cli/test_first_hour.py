@@ -9,12 +9,12 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ROOT
 
 from buildings import figures
 from buildings.figures import FALSE_POSITIVE, HIT, MISS, Panel, curves_figure, panels_figure
@@ -123,18 +123,14 @@ def test_checkpoints_carry_the_optimizer_only_where_resuming_needs_it(synth_data
 
 def test_a_torch_fit_does_not_import_tensorflow(synth_dataset, tmp_path):
     pytest.importorskip("tensorflow")  # the question only arises where TensorFlow is installed
-    code = ("import sys\n"
-            "from buildings.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('TENSORFLOW', 'tensorflow' in sys.modules)\n")
     args = ["fit", "--model", "unet", "--model-option", "filters=4", "--model-option", "depth=2", "--data",
             str(synth_dataset), "--image-size", "64", "--batch-size", "2", "--epochs", "1", "--steps-per-epoch",
             "2", "--run-dir", str(tmp_path / "run")]
     env = {**os.environ, "KERAS_BACKEND": "torch"}
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "imported_modules.py"), "--cli", *args],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "TENSORFLOW False" in done.stdout
+    assert "tensorflow" not in json.loads(done.stdout.splitlines()[-1])
     assert "oneDNN" not in done.stderr
     assert (tmp_path / "run" / "best.keras").exists()
 

@@ -4,10 +4,10 @@ validation is disjoint from its training images, and the folds validate on every
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT
 
 from buildings.cli import main
 from buildings.data.splits import fold_of, kfold_sources, open_split, record_name
@@ -66,7 +66,7 @@ def test_a_fold_run_records_its_fold_and_fold_checkpoints_predict_as_an_ensemble
     assert out.read_text().count("\n") == len(open_split(synth_dataset, "test"))
 
 
-@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "experiments" / "recipes").glob("*.json")),
+@pytest.mark.parametrize("recipe", sorted((ROOT / "experiments" / "recipes").glob("*.json")),
                          ids=lambda p: p.stem)
 def test_every_recipe_is_a_valid_fit_config(recipe):
     from buildings.config import make_fit_config

@@ -1,4 +1,4 @@
-"""Runs the ``buildings`` command line with a fault hook for tests/test_faults.py: every atomic
+"""Runs the ``buildings`` command line with a fault hook for tests/training/test_faults.py: every atomic
 write of the package announces itself (one ``<path>`` line appended to $BUILDINGS_TEST_WRITES)
 after its temporary is written and before it is flushed and renamed, then pauses
 $BUILDINGS_TEST_PAUSE seconds, so that the test can kill the process exactly there. Nothing in the

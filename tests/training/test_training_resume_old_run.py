@@ -29,12 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 from click.testing import CliRunner
+from helpers import ROOT
 
 from buildings.config import FitConfig, make_fit_config
 from buildings.models import load_model
 from buildings.training import RunDirectory, fit
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "old_run"
+FIXTURE = ROOT / "tests" / "fixtures" / "old_run"
 
 
 def _copy(tmp_path: Path) -> Path:

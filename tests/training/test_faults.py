@@ -22,7 +22,7 @@ from helpers import ROOT, damage_jpeg, rezip, score_back
 
 from buildings.files import TEMP_MARK
 
-CHILD = str(Path(__file__).with_name("fault_child.py"))
+CHILD = str(ROOT / "tests" / "scripts" / "fault_child.py")
 FIT = ["fit", "--model", "unet", "--model-option", "filters=4", "--model-option", "depth=2", "--batch-size", "2",
        "--image-size", "64", "--aug", "light"]
 

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from backend_utils import to_numpy
+from helpers import to_numpy
 
 import buildings  # noqa: F401
 from buildings.errors import ConfigError
