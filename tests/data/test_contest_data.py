@@ -15,7 +15,7 @@ from helpers import ROOT, raw_mask_lines
 from buildings.data.contest import open_contest
 from buildings.data.splits import decode_record, open_split
 from buildings.data.tfds.tianchi_buildings import build_dataset, is_validation
-from buildings.errors import DataError, DatasetNotFoundError
+from buildings.errors import ConfigError, DataError, DatasetNotFoundError
 from buildings.formats.rle import decode_rle
 
 
@@ -155,6 +155,19 @@ def test_bad_data_stops_the_build_with_one_error(synth_contest, tmp_path, member
     assert not list(data_dir.rglob("*.array_record*"))
     with pytest.raises(DatasetNotFoundError):
         open_split("tianchi_buildings/val20", "train", data_dir=data_dir)
+
+
+def test_a_complete_dataset_is_kept_unless_overwrite_is_asked(synth_contest, tmp_path):
+    from buildings.data.tfds import build
+
+    first = build("tianchi_buildings", synth_contest, tmp_path, config="val20")
+    info = (first.path / "dataset_info.json").read_bytes()
+    again = build("tianchi_buildings", synth_contest, tmp_path, config="val20")
+    assert (first.kept, again.kept) == (False, True) and again.path == first.path
+    assert (again.path / "dataset_info.json").read_bytes() == info
+    assert build("tianchi_buildings", synth_contest, tmp_path, config="val20", overwrite=True).kept is False
+    with pytest.raises(ConfigError, match="unknown dataset 'parcels'"):
+        build("parcels", synth_contest, tmp_path)
 
 
 def test_sample_submit_name_without_test_image(synth_contest, tmp_path):
