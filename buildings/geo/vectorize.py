@@ -91,13 +91,16 @@ class BuildingPolygons:
 
     def features(self) -> list[dict]:
         """One feature per building: ``geometry`` (shapely, map coordinates), ``pixels``,
-        ``mean_probability``; buildings under ``min_area`` pixels dropped, outlines simplified."""
+        ``area`` (pixels × the pixel's area in CRS units²: what was detected, whatever the
+        simplification of the outline), ``mean_probability``; buildings under ``min_area`` pixels
+        dropped, outlines simplified."""
         from shapely.ops import unary_union
 
         groups: dict[int, list[int]] = defaultdict(list)
         for label in self.parts:
             groups[self._root(label)].append(label)
         pixel_size = abs(self.transform.a)
+        pixel_area = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
         out = []
         for root in sorted(groups):
             labels = groups[root]
@@ -108,19 +111,20 @@ class BuildingPolygons:
             geometry = pieces[0] if len(pieces) == 1 else unary_union(pieces)
             if self.simplify > 0:
                 geometry = geometry.simplify(self.simplify * pixel_size, preserve_topology=True)
-            out.append({"geometry": geometry, "pixels": pixels,
+            out.append({"geometry": geometry, "pixels": pixels, "area": pixels * pixel_area,
                         "mean_probability": sum(self.prob_sum[k] for k in labels) / pixels})
         return out
 
 
 def feature_properties(feature: dict, crs) -> dict:
     """A building's attributes, the one place they are named: ``area_m2`` when ``crs`` is projected
-    (else ``area``, in CRS units², or pixels² without a CRS), ``pixels``, ``mean_probability`` (4
-    decimals). ``buildings predict --vectorize`` writes them, ``buildings serve`` answers them."""
+    (else ``area``, in CRS units², or pixels² without a CRS) — the detected pixels' area, not the
+    simplified outline's —, ``pixels``, ``mean_probability`` (4 decimals). ``buildings predict
+    --vectorize`` writes them, ``buildings serve`` answers them."""
     factor, area_name = 1.0, "area"
     if crs is not None and crs.is_projected:
         factor, area_name = crs.linear_units_factor[1] ** 2, "area_m2"
-    return {area_name: float(feature["geometry"].area * factor), "pixels": int(feature["pixels"]),
+    return {area_name: float(feature["area"] * factor), "pixels": int(feature["pixels"]),
             "mean_probability": round(float(feature["mean_probability"]), 4)}
 
 
@@ -139,7 +143,7 @@ def write_polygons(features: list[dict], path, crs) -> Path:
     if kind == "MultiPolygon":
         geometries = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in geometries]
     rows = [feature_properties(f, crs) for f in features]
-    fields = list(feature_properties({"geometry": shapely.Point(0, 0), "pixels": 0, "mean_probability": 0.0}, crs))
+    fields = list(feature_properties({"area": 0.0, "pixels": 0, "mean_probability": 0.0}, crs))
     columns = [np.array([row[name] for row in rows], np.int64 if name == "pixels" else np.float64)
                for name in fields]
     with atomic_path(path, suffix=path.suffix) as temporary:

@@ -74,6 +74,24 @@ def test_geotiff_mask_keeps_crs_and_transform_and_polygons_land_on_the_map(tmp_p
     assert np.all(columns["mean_probability"] > 0.99)
 
 
+def test_polygon_areas_are_the_detected_pixels_whatever_the_simplification():
+    import cv2
+
+    from buildings.geo.vectorize import BuildingPolygons, feature_properties
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[2, 2] = 1  # 1 pixel
+    mask[10, 10:12] = 1  # 2 pixels
+    cv2.circle(mask, (40, 40), 4, 1, -1)  # a disc
+    disc = int(mask[30:50, 30:50].sum())
+    polygons = BuildingPolygons(TRANSFORM, simplify=1.0)  # the default simplification
+    polygons.add_block((0, 0), 0, 0, mask, mask.astype(np.float32))
+    areas = sorted(feature_properties(f, rasterio.crs.CRS.from_string(CRS))["area_m2"] for f in polygons.features())
+    assert areas == pytest.approx([1 * 0.25, 2 * 0.25, disc * 0.25])  # 0.5 m pixels
+    simplified = sorted(f["geometry"].area for f in polygons.features())
+    assert simplified != pytest.approx(areas)  # the outlines alone would have said otherwise
+
+
 def test_holes_are_kept_in_polygons(tmp_path, predictor):
     source = tmp_path / "ring.tif"
     image = np.full((3, 96, 96), 30, np.uint8)
