@@ -23,7 +23,8 @@ from pathlib import Path
 
 from buildings.errors import OutputError
 
-__all__ = ["TEMP_MARK", "atomic_dir", "atomic_path", "fsync_path", "os_error_message", "remove_stale_temporaries",
+__all__ = ["TEMP_MARK", "atomic_dir", "atomic_path", "fsync_path", "os_error_message", "refuse_overwrites",
+           "remove_stale_temporaries",
            "write_bytes", "write_text"]
 
 TEMP_MARK = ".buildings-tmp."
@@ -174,3 +175,23 @@ def write_text(target, text: str) -> Path:
         with open(temporary, "w", encoding="utf-8", newline="\n") as out:
             out.write(text)
     return Path(target)
+
+
+def refuse_overwrites(inputs, outputs) -> None:
+    """Before any work: refuse an output that would replace one of ``inputs`` (paths read by the
+    run) or that another output of the same run also writes. ``outputs``: (what, path) pairs, e.g.
+    ("--save-masks", folder / "a.png"). Paths are compared resolved (symbolic links, ``..``); the
+    one-line :class:`OutputError` names both."""
+    from buildings.errors import OutputError
+
+    read = {os.path.realpath(p): Path(p) for p in inputs}
+    written: dict[str, tuple[str, Path]] = {}
+    for what, path in outputs:
+        key = os.path.realpath(path)
+        if key in read:
+            raise OutputError(f"{what} {path} would overwrite the input {read[key]}: write it somewhere else")
+        if key in written and written[key][0] != what:
+            raise OutputError(f"{written[key][0]} and {what} would both write {path}: give them different places")
+        if key in written:
+            raise OutputError(f"{what} would write {path} twice")
+        written[key] = (what, Path(path))

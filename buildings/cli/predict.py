@@ -55,20 +55,22 @@ def predict_command(ctx, **options):
     if not (options["out"] or options["save_masks"] or options["save_overlays"]):
         raise click.UsageError("nothing to write: give --out, --save-masks or --save-overlays")
     from buildings.data.splits import open_split, split_items
-    from buildings.formats.images import iter_images
+    from buildings.formats.images import open_images
     from buildings.inference import write_predictions
 
     predictor = open_predictor(ctx, **options)
     data_task = None
+    inputs = []
     if images:
-        items = list(iter_images(images))
+        archive = open_images(images)
+        items, inputs = list(archive.items()), archive.files()
     else:
         source = open_split(options["data_"], options["split"], options["data_dir"])
         items, data_task = list(split_items(source)), source.task
     with bar(len(items), "predicting") as progress:
         report = write_predictions(predictor, items, options["out"], save_masks=options["save_masks"],
                                    save_overlays=options["save_overlays"], output_format=options["output_format"],
-                                   data_task=data_task, progress=progress.update)
+                                   data_task=data_task, inputs=inputs, progress=progress.update)
     click.echo(report.describe() + (f"; wrote {options['out']}" if options["out"] else ""))
 
 
@@ -164,19 +166,22 @@ def tune_command(ctx, **options):
     """Tune the threshold, min-area, hole filling and the empty-image gates jointly for the contest
     Dice on the validation split; write them where `buildings predict` applies them by default."""
     from buildings.data.splits import open_split
+    from buildings.files import refuse_overwrites
     from buildings.inference import choice_path, save_choice, tune_postprocess
 
     split, checkpoints = options["split"], options["checkpoints"]
     if split == "test":
         raise click.BadParameter("tuning on the test split would score the test on what was tuned on it",
                                  param_hint="--split")
+    out = options["out"] or choice_path(checkpoints[0])
+    refuse_overwrites(checkpoints, [("--out", out)])
     predictor = open_predictor(ctx, **options)
     source = open_split(options["data_"], split, options["data_dir"])
     with bar(len(source), "predicting") as progress:
         choice = tune_postprocess(predictor, source, checkpoints=checkpoints, progress=progress.update)
     for label, dice in choice.steps:
         click.echo(f"{label:<40} contest Dice {dice:.4f}")
-    path = save_choice(choice, options["out"] or choice_path(checkpoints[0]))
+    path = save_choice(choice, out)
     click.echo(f"chosen: {choice.describe()}: contest Dice {choice.score:.4f} on {split} "
                f"(baseline {choice.baseline:.4f}); wrote {path}")
 

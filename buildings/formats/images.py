@@ -21,7 +21,7 @@ import simplejpeg
 from buildings.errors import DataError, ImageReadError
 from buildings.formats.archives import open_zip, read_member
 
-__all__ = ["IMAGE_SUFFIXES", "ImageArchive", "decode_image", "iter_images"]
+__all__ = ["IMAGE_SUFFIXES", "ImageArchive", "decode_image", "iter_images", "open_images"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -110,6 +110,10 @@ class ImageArchive:
         """Image ``name`` as RGB uint8 (``checks``: see :func:`decode_image`)."""
         return decode_image(self.read(name), self.describe(name), **checks)
 
+    def files(self) -> list[Path]:
+        """The files it reads: the zip, or each image file."""
+        return [self.location] if self._zip is not None else [Path(p) for p in self._paths.values()]
+
     def items(self) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
         """(name, loader) pairs, sorted by name; each loader reads and decodes one image."""
         for name in self.names:
@@ -127,9 +131,14 @@ class ImageArchive:
         return False
 
 
-def iter_images(source) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
-    """(name, loader) for the images of a file, a folder or a zip, sorted; an empty folder is refused."""
+def open_images(source) -> ImageArchive:
+    """The images of a file, a folder or a zip; an empty folder is refused."""
     archive = ImageArchive(source)
     if not archive.names:
         raise ImageReadError(f"{archive.location}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
-    yield from archive.items()
+    return archive
+
+
+def iter_images(source) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
+    """(name, loader) for the images of a file, a folder or a zip, sorted; an empty folder is refused."""
+    yield from open_images(source).items()

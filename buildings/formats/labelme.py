@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from buildings.errors import ConfigError, DataError
+from buildings.errors import ConfigError, DataError, OutputError
 from buildings.files import atomic_dir, write_bytes
 from buildings.formats.images import decode_image
 from buildings.formats.label_maps import encode_label_png
@@ -135,6 +135,9 @@ def import_labelme(source, out, labels: list[str], *, dataset: str = "land_parce
     files = sorted(source.rglob("*.json")) if source.is_dir() else []
     if not files:
         raise DataError(f"{source}: no labelme .json files found")
+    if out.resolve() == source.resolve() or out.resolve() in source.resolve().parents:
+        raise OutputError(f"--out {out} holds the labelme project {source}: writing there would replace it; "
+                          "give another folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out}: exists and is not empty (--overwrite replaces it)")
     counts = {"images": 0, "pixels": [0] * (len(labels) + 1), "ignored_pixels": 0}

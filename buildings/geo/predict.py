@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from buildings.errors import ConfigError
-from buildings.files import atomic_path
+from buildings.files import atomic_path, refuse_overwrites
 from buildings.geo.raster import GeoRaster
 from buildings.geo.vectorize import BuildingPolygons, write_polygons
 
@@ -65,6 +65,8 @@ def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mas
         raise ConfigError("GeoTIFF prediction is for building (binary) models")
     if mask_out is None and vectorize_out is None:
         raise ConfigError("nothing to write: give a mask GeoTIFF (--save-masks) or polygons (--vectorize)")
+    refuse_overwrites([path], [(what, p) for what, p in (("--save-masks", mask_out), ("--vectorize", vectorize_out))
+                               if p is not None])
     rule = predictor.rule
     halo = predictor.overlap if halo is None else halo
     with GeoRaster.open(path, bands) as raster, contextlib.ExitStack() as stack:

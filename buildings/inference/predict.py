@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from buildings.errors import DataError, ImageReadError
+from buildings.files import refuse_overwrites
 from buildings.inference.predictor import Predictor
 from buildings.inference.writers import open_writers
 from buildings.task import Task
@@ -57,7 +58,7 @@ def _check_names(names: list[str], writers: list) -> None:
 
 def write_predictions(predictor: Predictor, items: Iterable, out=None, *,
                       save_masks=None, save_overlays=None, output_format: str = "auto",
-                      data_task: Task | None = None,
+                      data_task: Task | None = None, inputs=(),
                       progress: Callable[[int], None] | None = None) -> PredictionReport:
     """Predict ``items`` ((name, loader) pairs, e.g. ``formats.images.iter_images`` or
     ``data.splits.split_items``) and write the submission ``out`` (RLE file or result.zip, see
@@ -66,7 +67,8 @@ def write_predictions(predictor: Predictor, items: Iterable, out=None, *,
     ``data_task``: the task of the dataset the items come from; a model of another task (a 4-class
     model on the binary test split) is refused before anything is predicted. When ``items`` is a
     list, two images whose outputs would share a name (``a.jpg`` and ``a.png`` with mask PNGs) are
-    refused up front too.
+    refused up front too, and so is an output that would replace one of ``inputs`` (the files the
+    items are read from) or another output of the run (``files.refuse_overwrites``).
 
     Nothing is left behind on error: every output is staged and moved into place only after the
     last image has been predicted and written.
@@ -77,7 +79,9 @@ def write_predictions(predictor: Predictor, items: Iterable, out=None, *,
     writers = open_writers(task, out, output_format=output_format, save_masks=save_masks,
                            save_overlays=save_overlays)
     if isinstance(items, Sequence):
-        _check_names([name for name, _ in items], writers)
+        names = [name for name, _ in items]
+        _check_names(names, writers)
+        refuse_overwrites(inputs, [(w.what, p) for w in writers for p in w.output_paths(names)])
     report = PredictionReport(task=task, class_pixels=[0] * task.score_classes)
     seen: set[str] = set()
     with contextlib.ExitStack() as stack:

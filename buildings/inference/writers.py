@@ -40,8 +40,13 @@ class SubmissionFile:
     def __enter__(self):
         return self
 
+    what = "--out"
+
     def output_name(self, name: str) -> str:
         return name
+
+    def output_paths(self, names) -> list[Path]:
+        return [self.path]
 
     def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
         self.rows[name] = encode_rle(mask)
@@ -65,8 +70,13 @@ class ResultZip:
         self._writer.__enter__()
         return self
 
+    what = "--out"
+
     def output_name(self, name: str) -> str:
         return result_name(name)
+
+    def output_paths(self, names) -> list[Path]:
+        return [self.path]
 
     def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
         self._writer.add(name, mask)
@@ -85,8 +95,13 @@ class _PngFolder:
         self.task = task
         self._names: dict[str, str] = {}
 
+    what = "--save-masks"
+
     def output_name(self, name: str) -> str:
         return f"{Path(name).stem}.png"
+
+    def output_paths(self, names) -> list[Path]:
+        return [self.folder / self.output_name(name) for name in names]
 
     def __enter__(self):
         try:
@@ -138,6 +153,8 @@ class MaskFolder(_PngFolder):
 
 class OverlayFolder(_PngFolder):
     """The mask drawn over the image (buildings tinted and outlined, or class colours)."""
+
+    what = "--save-overlays"
 
     def picture(self, image, mask):
         return cv2.cvtColor(self.task.overlay(image, mask), cv2.COLOR_RGB2BGR)

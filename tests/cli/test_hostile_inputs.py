@@ -324,3 +324,62 @@ def test_every_user_error_is_a_buildings_error():
         kind = getattr(errors, name)
         if isinstance(kind, type) and name != "BuildingsError":
             assert issubclass(kind, errors.BuildingsError), name
+
+
+# -- outputs that would destroy inputs: refused before any work, naming both, the input untouched -------
+def _pngs(folder: Path, n: int = 2) -> dict[Path, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"tile{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    return {p: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--save-masks", "{images}"], "--save-masks {images}/tile0.png would overwrite the input {images}/tile0.png"),
+    (["--out", "{images}/tile1.png"], "--out {images}/tile1.png would overwrite the input {images}/tile1.png"),
+    (["--save-masks", "{other}", "--save-overlays", "{other}"],
+     "--save-masks and --save-overlays would both write {other}/tile0.png"),
+])
+def test_predict_refuses_outputs_that_replace_inputs_or_each_other(tiny_checkpoints, tmp_path, flags, message):
+    images, other = tmp_path / "pngs", tmp_path / "other"
+    before = _pngs(images)
+    flags = [f.format(images=images, other=other) for f in flags]
+    line = one_error_line(invoke("predict", "--checkpoint", tiny_checkpoints[1], "--images", images, *flags))
+    assert message.format(images=images, other=other) in line, line
+    assert {p: p.read_bytes() for p in sorted(images.iterdir())} == before  # nothing replaced, nothing added
+    assert not other.exists() and leftovers(tmp_path) == []
+
+
+def test_a_geotiff_mask_never_replaces_the_geotiff(tmp_path):
+    pytest.importorskip("rasterio", reason="the [deploy] extra is not installed")
+    from helpers import brightness_model, write_raster
+
+    (tmp_path / "same").mkdir()
+    source = write_raster(tmp_path / "same" / "base.tif")
+    before = source.read_bytes()
+    checkpoint = brightness_model(tmp_path / "brightness.keras")
+    line = one_error_line(invoke("predict", "--checkpoint", checkpoint, "--images", source, "--save-masks",
+                                 source.parent))
+    assert f"--save-masks {source} would overwrite the input {source}" in line, line
+    assert source.read_bytes() == before and sorted(p.name for p in source.parent.iterdir()) == ["base.tif"]
+
+
+def test_tune_never_writes_its_choice_over_the_checkpoint(tiny_checkpoints, synth_dataset, tmp_path):
+    checkpoint = tmp_path / "model.keras"
+    shutil.copy(tiny_checkpoints[1], checkpoint)
+    before = checkpoint.read_bytes()
+    line = one_error_line(invoke("tune", "--checkpoint", checkpoint, "--data", synth_dataset, "--out", checkpoint))
+    assert f"--out {checkpoint} would overwrite the input {checkpoint}" in line
+    assert checkpoint.read_bytes() == before
+
+
+def test_labelme_import_never_writes_over_its_project(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "a.json").write_text("{}")
+    for out in (project, tmp_path):
+        line = one_error_line(invoke("data", "import-labelme", project, "--out", out, "--labels", "building",
+                                     "--overwrite"))
+        assert f"--out {out} holds the labelme project {project}" in line
+        assert (project / "a.json").read_text() == "{}"
