@@ -13,6 +13,11 @@
 
 Both call the same three functions, so the two paths cannot drift apart. Another runtime is one
 more subclass. :func:`load_checkpoints` opens ``.keras`` and ``.onnx`` files as backends.
+
+Each is checked against the model contract when it is opened, with a probe forward on a small
+image (:data:`PROBE` pixels a side): height and width free (multiples of the stride), the output
+at the input's size, as many channels as it declares. A model that breaks it is refused in one
+line naming the file and the mismatch, before anything is predicted.
 """
 
 from __future__ import annotations
@@ -23,10 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
+from buildings.contract import STRIDE
 from buildings.errors import CheckpointError
 from buildings.task import Task
 
-__all__ = ["InferenceBackend", "KerasBackend", "OnnxBackend", "as_backend", "load_checkpoints"]
+__all__ = ["PROBE", "InferenceBackend", "KerasBackend", "OnnxBackend", "as_backend", "load_checkpoints"]
+
+PROBE = 2 * STRIDE  # side of the probe image
+
+
+def _check_answer(source, answer_shape, channels: int, what: str = "channels") -> None:
+    """The probe's answer must be (1, PROBE, PROBE, channels)."""
+    expected = (1, PROBE, PROBE, channels)
+    if tuple(answer_shape) != expected:
+        raise CheckpointError(f"{source}: not a segmentation model of this package's contract: for a {PROBE}x{PROBE} "
+                              f"image it answers {tuple(answer_shape)}, expected {expected} (logits at the input's "
+                              f"size, {channels} {what})")
 
 
 class InferenceBackend:
@@ -64,8 +81,17 @@ class KerasBackend(InferenceBackend):
         if not (isinstance(shape, tuple) and len(shape) == 4 and isinstance(inputs, tuple) and len(inputs) == 4
                 and inputs[-1] == 3):
             raise CheckpointError(f"{source or model.name}: not a segmentation model (input {inputs}, output {shape})")
+        if inputs[1] is not None or inputs[2] is not None:
+            raise CheckpointError(f"{source or model.name}: takes only {inputs[1]}x{inputs[2]} images; a model here "
+                                  f"takes any height and width that are multiples of {STRIDE}")
+        if not isinstance(shape[-1], int) or not 1 <= shape[-1] <= 255:
+            raise CheckpointError(f"{source or model.name}: {shape[-1]} output channels; a model here has 1..255")
         self.model, self.name, self.task = model, model.name, Task(shape[-1])
         self._device_models: dict[str, object] = {}
+        import keras
+
+        answer = model(np.zeros((1, PROBE, PROBE, 3), np.float32), training=False)
+        _check_answer(source or model.name, keras.ops.shape(answer), self.num_classes)
 
     def probabilities(self, windows: np.ndarray, tta: str = "none") -> np.ndarray:
         if tta not in self._device_models:
@@ -116,11 +142,23 @@ class OnnxBackend(InferenceBackend):
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
             raise CheckpointError(f"{path}: not a segmentation model (inputs {[i.shape for i in inputs]})")
+        if inputs[0].type != "tensor(float)":
+            raise CheckpointError(f"{path}: its input is {inputs[0].type}; `buildings export` writes float32 "
+                                  "normalised images in")
+        if any(isinstance(side, int) for side in inputs[0].shape[1:3]):
+            raise CheckpointError(f"{path}: takes only {inputs[0].shape[1]}x{inputs[0].shape[2]} images; height and "
+                                  f"width must be dynamic (any multiple of {STRIDE}), as `buildings export` writes them")
         self.task = Task(meta["num_classes"])
         self.input_name = inputs[0].name
         self.name = meta["model"] or path.stem
         self.path = path
         self._peak, self._largest = meta["peak_bytes_per_pixel"], meta["largest_per_pixel"]
+        try:
+            answer = self.logits(np.zeros((1, PROBE, PROBE, 3), np.float32))
+        except Exception as err:  # onnxruntime's own error types
+            raise CheckpointError(f"{path}: fails on a {PROBE}x{PROBE} image ({type(err).__name__}: "
+                                  f"{str(err)[:160]})") from None
+        _check_answer(path, answer.shape, self.num_classes, "channels, as its metadata declares")
 
     def activation_profile(self, height: int, width: int) -> tuple[int, int]:
         return int(self._peak * height * width), int(self._largest * height * width)
@@ -138,10 +176,6 @@ class OnnxBackend(InferenceBackend):
         total = 0.0
         for view in chosen:
             logits = self.logits(views.apply(x, view))
-            if logits.shape[:3] != x.shape[:3] or logits.shape[-1] != self.num_classes:
-                raise CheckpointError(f"{self.path}: the graph answered {tuple(logits.shape)} for input "
-                                      f"{tuple(x.shape)}: a segmentation model answers (B, H, W, "
-                                      f"{self.num_classes}) at the input's size")
             total = total + views.undo(self.task.probabilities(logits), view)
         return np.asarray(total / len(chosen), np.float32)
 
