@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from buildings.errors import ConfigError, DataError
+from buildings.errors import ConfigError, DataError, excerpt
 from buildings.files import write_text
 
 __all__ = ["CHOICE_FILE", "CONNECTIVITY", "Choice", "MaskRule", "Postprocess", "above", "choice_path",
@@ -207,21 +208,62 @@ def save_choice(choice: Choice, path) -> Path:
     return write_text(path, json.dumps(choice.as_dict(), indent=2) + "\n")
 
 
+CHOICE_BYTES = 1 << 20  # a postprocess.json is a few hundred bytes; anything past this is not one
+# key: (kind, lowest, highest, lowest included, highest included): the file's schema
+CHOICE_SCHEMA = {"threshold": (float, 0.0, 1.0, False, False), "min_area": (int, 0, 2**31 - 1, True, True),
+                 "fill_holes": (bool, None, None, True, True), "empty_below_area": (int, 0, 2**31 - 1, True, True),
+                 "empty_below_peak": (float, 0.0, 1.0, True, True)}
+
+
+def _field(path, values: dict, key: str):
+    """``values[key]`` checked against :data:`CHOICE_SCHEMA`: the right JSON type (true/false for a
+    flag, a whole number for a pixel count), finite, in range; else one DataError naming it."""
+    kind, low, high, low_in, high_in = CHOICE_SCHEMA[key]
+    value = values[key]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise DataError(f"{path}: {key} must be true or false, got {json.dumps(value)[:40]}")
+        return value
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if (kind is int and not whole) or (kind is float and not (whole or isinstance(value, float))):
+        raise DataError(f"{path}: {key} must be {'a whole number' if kind is int else 'a number'}, got "
+                        f"{json.dumps(value)[:40]}")
+    if not ((whole or math.isfinite(value)) and (low < value or (low_in and value == low))
+            and (value < high or (high_in and value == high))):
+        brackets = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+        raise DataError(f"{path}: {key} {excerpt(value)} is not in {brackets}")
+    return kind(value)
+
+
 def load_choice(path) -> Choice:
-    """Read a ``postprocess.json``; one clear error when it is not one."""
+    """Read a ``postprocess.json``, strictly (:data:`CHOICE_SCHEMA`); one clear error naming the
+    file and the field when it is not one."""
     path = Path(path)
     try:
+        if path.stat().st_size > CHOICE_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size} bytes is not a post-processing choice (at most "
+                            f"{CHOICE_BYTES})")
         values = json.loads(path.read_text())
-        post = Postprocess(min_area=int(values["min_area"]), fill_holes=bool(values["fill_holes"]),
-                           empty_below_area=int(values["empty_below_area"]),
-                           empty_below_peak=float(values["empty_below_peak"]))
-        threshold = float(values["threshold"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise DataError(f"{path}: not a post-processing choice written by `buildings tune` ({err})") from None
-    if not 0 < threshold < 1:
-        raise DataError(f"{path}: threshold {threshold} is not in (0, 1)")
-    return Choice(rule=MaskRule(threshold, post), score=values.get("score"), baseline=values.get("baseline"),
-                  steps=values.get("steps", []), tuned_on=values.get("tuned_on", {}))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:120]
+        raise DataError(f"{path}: not a post-processing choice written by `buildings tune` ({reason})") from None
+    if not isinstance(values, dict):
+        raise DataError(f"{path}: not a post-processing choice written by `buildings tune` (a JSON object is)")
+    missing = [key for key in CHOICE_SCHEMA if key not in values]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(map(repr, missing))}; not a post-processing choice written by "
+                        "`buildings tune`")
+    fields = {key: _field(path, values, key) for key in CHOICE_SCHEMA}
+    threshold = fields.pop("threshold")
+    extras = {key: values.get(key) for key in ("score", "baseline")}
+    for key, value in extras.items():
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and math.isfinite(value)):
+            raise DataError(f"{path}: {key} must be a number or null, got {json.dumps(value)[:40]}")
+    steps, tuned_on = values.get("steps", []), values.get("tuned_on", {})
+    if not isinstance(steps, list) or not isinstance(tuned_on, dict):
+        raise DataError(f"{path}: steps must be a list and tuned_on an object")
+    return Choice(rule=MaskRule(threshold, Postprocess(**fields)), steps=steps, tuned_on=tuned_on, **extras)
 
 
 def resolve_rule(checkpoint, postprocess_from="auto", **given) -> tuple[MaskRule, str]:

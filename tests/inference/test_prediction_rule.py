@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from helpers import CRS, TRANSFORM, brightness_model
 
 from buildings.cli import main
-from buildings.errors import ConfigError
+from buildings.errors import ConfigError, DataError
 from buildings.inference.prediction import Choice as RuleChoice
 from buildings.inference.prediction import (
     MaskRule,
@@ -212,3 +212,41 @@ def test_tune_score_is_what_predict_and_score_give_for_its_choice(synth_dataset,
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.output)["dice"] == pytest.approx(choice["score"], abs=1e-9)
     assert choice["score"] != pytest.approx(choice["baseline"], abs=1e-9) or choice["min_area"] == 0
+
+
+# -- postprocess.json is read strictly (issue 25, item 5) ----------------------------------------------
+GOOD = {"threshold": 0.4, "min_area": 16, "fill_holes": False, "empty_below_area": 0, "empty_below_peak": 0.0}
+
+
+@pytest.mark.parametrize("text, message", [
+    (json.dumps({**GOOD, "fill_holes": "false"}), "fill_holes must be true or false, got \"false\""),
+    (json.dumps({**GOOD, "min_area": -5}), "min_area -5 is not in [0, 2147483647]"),
+    (json.dumps({**GOOD, "min_area": 16.5}), "min_area must be a whole number, got 16.5"),
+    (json.dumps({**GOOD, "empty_below_area": -100}), "empty_below_area -100 is not in [0, 2147483647]"),
+    (json.dumps({**GOOD, "empty_below_peak": 5}), "empty_below_peak 5 is not in [0.0, 1.0]"),
+    (json.dumps({**GOOD, "threshold": True}), "threshold must be a number, got true"),
+    (json.dumps(GOOD).replace("0.4", "1e400"), "threshold inf is not in (0.0, 1.0)"),
+    (json.dumps(GOOD).replace("0.4", "Infinity"), "threshold inf is not in (0.0, 1.0)"),
+    (json.dumps(GOOD).replace("16", "1" + "0" * 400), "min_area 1000"),
+    (json.dumps({**GOOD, "score": "high"}), "score must be a number or null"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ("[1, 2]", "a JSON object is"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "min_area"}), "no 'min_area'"),
+])
+def test_a_bad_postprocess_json_is_refused_in_one_line_before_any_work(text, message, tmp_path):
+    from buildings.inference.prediction import load_choice
+
+    path = tmp_path / "postprocess.json"
+    path.write_text(text)
+    with pytest.raises(DataError, match=f"^{path}: ") as refused:
+        load_choice(path)
+    assert message in str(refused.value) and "\n" not in str(refused.value) and len(str(refused.value)) < 400
+    assert load_choice_ok(tmp_path) == MaskRule(0.4, Postprocess(min_area=16))
+
+
+def load_choice_ok(folder):
+    from buildings.inference.prediction import load_choice
+
+    good = folder / "good.json"
+    good.write_text(json.dumps(GOOD))
+    return load_choice(good).rule
