@@ -60,13 +60,16 @@ def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_pe
               help="The dataset it becomes: land_parcels (the multi-class folders) or tianchi_buildings (the "
                    f"contest's own layout, for one label and {CONTEST_SHAPE[0]}x{CONTEST_SHAPE[1]} images).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
-def data_import_labelme(source, out, labels, dataset, overwrite):
+@click.option("--allow-outside", is_flag=True,
+              help="Read images that an imagePath names outside SOURCE (refused by default).")
+def data_import_labelme(source, out, labels, dataset, overwrite, allow_outside):
     """Turn a labelme project (image + .json per image, polygons or rectangles) into the files a
     dataset is built from. Unknown labels and points outside the image are refused, naming the file
     and the shape; nothing is written unless every file converts."""
     from buildings.formats.labelme import import_labelme
 
-    counts = import_labelme(source, out, labels.split(","), dataset=dataset, overwrite=overwrite)
+    counts = import_labelme(source, out, labels.split(","), dataset=dataset, overwrite=overwrite,
+                            allow_outside=allow_outside)
     total = max(sum(counts["pixels"]), 1)
     shares = ", ".join(f"{name} {100 * n / total:.1f}%" for name, n in zip(counts["classes"], counts["pixels"],
                                                                           strict=True))

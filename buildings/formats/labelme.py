@@ -25,14 +25,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from buildings.errors import ConfigError, DataError, OutputError
+from buildings.errors import ConfigError, DataError, OutputError, excerpt
 from buildings.files import atomic_dir, write_bytes
-from buildings.formats.images import decode_image
+from buildings.formats.images import IMAGE_SUFFIXES, decode_image
 from buildings.formats.label_maps import encode_label_png
 from buildings.formats.rle import CONTEST_SHAPE, encode_rle
 from buildings.formats.submission import write_submission
@@ -46,20 +47,52 @@ TOLERANCE = 0.5  # labelme stores pixel corners: a point may sit on the far edge
 
 
 def _load_json(path: Path) -> dict:
+    """The annotation, checked against the part of labelme's schema used here: types of every
+    field read, finite numbers; one DataError naming the file (and the shape) otherwise."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not a labelme JSON file ({err})") from None
+        raise DataError(f"{path}: not a labelme JSON file ({str(err)[:120]})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a labelme JSON file (nested too deeply)") from None
     if not isinstance(value, dict) or not isinstance(value.get("shapes"), list):
         raise DataError(f"{path}: not a labelme JSON file (no \"shapes\" list)")
+    for key, kinds in (("imagePath", (str, type(None))), ("imageData", (str, type(None))),
+                       ("imageHeight", (int, type(None))), ("imageWidth", (int, type(None)))):
+        field = value.get(key)
+        if not isinstance(field, kinds) or isinstance(field, bool):
+            raise DataError(f"{path}: {key} must be {'text' if str in kinds else 'a whole number'}, got "
+                            f"{excerpt(field)}")
+    for number, shape in enumerate(value["shapes"], 1):
+        where = f"{path}: shape {number}"
+        if not isinstance(shape, dict):
+            raise DataError(f"{where}: not an object with a label and points, got {excerpt(shape)}")
+        if not isinstance(shape.get("label"), str):
+            raise DataError(f"{where}: its label must be text, got {excerpt(shape.get('label'))}")
+        if not isinstance(shape.get("shape_type", "polygon"), (str, type(None))):
+            raise DataError(f"{where}: its shape_type must be text, got {excerpt(shape.get('shape_type'))}")
+        points = shape.get("points")
+        if not (isinstance(points, list) and all(isinstance(p, list) and len(p) == 2 for p in points)
+                and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
+                        for p in points for c in p)):
+            raise DataError(f"{where} ({shape['label']}): points must be a list of [x, y] pairs of finite numbers, "
+                            f"got {excerpt(points)}")
     return value
 
 
-def _image_bytes(path: Path, value: dict) -> tuple[bytes, str]:
-    """(image file bytes, file name) of the annotation ``value`` read from ``path``."""
+def _image_bytes(path: Path, value: dict, root: Path | None) -> tuple[bytes, str]:
+    """(image file bytes, file name) of the annotation ``value`` read from ``path``. An image file
+    is read only inside ``root`` (the project folder; None: anywhere)."""
     image_path = value.get("imagePath")
+    name = Path(str(image_path).replace("\\", "/")).name if image_path else path.stem + ".png"
+    if not name.lower().endswith(IMAGE_SUFFIXES):
+        raise DataError(f"{path}: imagePath {excerpt(image_path)} does not name an image file "
+                        f"({', '.join(IMAGE_SUFFIXES)})")
     if image_path:
         candidate = (path.parent / str(image_path).replace("\\", "/")).resolve()
+        if root is not None and candidate != root.resolve() and root.resolve() not in candidate.parents:
+            raise DataError(f"{path}: imagePath {excerpt(image_path)} is outside the project folder {root} "
+                            "(copy the image into it, embed imageData, or pass --allow-outside)")
         if candidate.is_file():
             return candidate.read_bytes(), candidate.name
     if value.get("imageData"):
@@ -67,20 +100,20 @@ def _image_bytes(path: Path, value: dict) -> tuple[bytes, str]:
             data = base64.b64decode(value["imageData"], validate=True)
         except (binascii.Error, ValueError):
             raise DataError(f"{path}: imageData is not base64") from None
-        name = Path(str(image_path)).name if image_path else path.stem + ".png"
         return data, name
     raise DataError(f"{path}: its image {image_path!r} is missing and the JSON embeds no imageData")
 
 
-def rasterize_labelme(path, labels: list[str]) -> tuple[bytes, str, np.ndarray]:
-    """(image bytes, image file name, uint8 label map) of one labelme JSON; classes as in the module doc."""
+def rasterize_labelme(path, labels: list[str], root=None) -> tuple[bytes, str, np.ndarray]:
+    """(image bytes, image file name, uint8 label map) of one labelme JSON; classes as in the module
+    doc. ``root``: the project folder its image file must be in (None: anywhere)."""
     path = Path(path)
     value = _load_json(path)
-    data, name = _image_bytes(path, value)
+    data, name = _image_bytes(path, value, None if root is None else Path(root))
     image = decode_image(data, f"{path} (its image {name})")
     height, width = image.shape[:2]
     declared = (value.get("imageHeight"), value.get("imageWidth"))
-    if all(isinstance(v, int) for v in declared) and declared != (height, width):
+    if any(v is not None for v in declared) and declared != (height, width):
         raise DataError(f"{path}: imageHeight/imageWidth {declared[0]}x{declared[1]} but the image {name} is "
                         f"{height}x{width}")
     classes = {label: index + 1 for index, label in enumerate(labels)} | {BACKGROUND: 0, IGNORE_LABEL: 255}
@@ -112,11 +145,12 @@ def rasterize_labelme(path, labels: list[str]) -> tuple[bytes, str, np.ndarray]:
     return data, name, out
 
 
-def import_labelme(source, out, labels: list[str], *, dataset: str = "land_parcels", overwrite: bool = False) -> dict:
+def import_labelme(source, out, labels: list[str], *, dataset: str = "land_parcels", overwrite: bool = False,
+                   allow_outside: bool = False) -> dict:
     """Convert every ``*.json`` under ``source`` into ``out/img_train``, ``out/lab_train`` and
     ``out/classes.txt`` (``dataset="land_parcels"``, the multi-class folder layout) or ``out/train``
     and ``out/train_mask.csv`` (``dataset="tianchi_buildings"``, the contest's). Returns counts:
-    images, pixels per class."""
+    images, pixels per class. The images are read only inside ``source`` unless ``allow_outside``."""
     source, out = Path(source), Path(out)
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:
@@ -145,7 +179,7 @@ def import_labelme(source, out, labels: list[str], *, dataset: str = "land_parce
     masks: dict[str, str] = {}  # the tianchi layout's train_mask.csv rows
     with atomic_dir(out) as staging:
         for path in files:
-            data, name, label_map = rasterize_labelme(path, labels)
+            data, name, label_map = rasterize_labelme(path, labels, None if allow_outside else source)
             stem = Path(name).stem
             if stem in seen:
                 raise DataError(f"{path}: image {name} has the same name as the one of {seen[stem]}")

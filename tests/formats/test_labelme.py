@@ -165,3 +165,51 @@ def test_the_tianchi_layout_refuses_ignore_regions_naming_the_file(tmp_path):
     assert result.exit_code != 0
     assert "scene01.json: has __ignore__ regions" in result.output, result.output
     assert not (tmp_path / "imported").exists()
+
+
+# -- labelme JSON read strictly; images read only inside the project (issue 25, item 5) -------------------
+def _one_annotation(folder: Path, raw: str | None = None, **fields) -> Path:
+    """A one-image project: a.png (32x32) and a.json with one square building, ``fields`` replaced
+    (or the JSON text ``raw`` as it is)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    value = {"imagePath": "a.png", "imageHeight": 32, "imageWidth": 32, "imageData": None,
+             "shapes": [{"label": "building", "points": [[2, 2], [10, 2], [10, 10], [2, 10]],
+                         "shape_type": "polygon"}]}
+    value.update(fields)
+    (folder / "a.json").write_text(json.dumps(value) if raw is None else raw)
+    return folder
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"imageData": 12345}, "a.json: imageData must be text, got 12345"),
+    ({"shapes": [42]}, "a.json: shape 1: not an object with a label and points, got 42"),
+    ({"shapes": [{"label": ["building"], "points": [[1, 1], [2, 2], [1, 2]]}]}, "shape 1: its label must be text"),
+    ({"shapes": [{"label": "building", "points": [[1, float("nan")], [2, 2], [1, 2]]}]},
+     "points must be a list of [x, y] pairs of finite numbers"),
+    ({"shapes": [{"label": "building", "points": [[1, 1], [2, "x"], [1, 2]]}]}, "pairs of finite numbers"),
+    ({"imageHeight": "512x"}, "a.json: imageHeight must be a whole number, got '512x'"),
+    ({"imageHeight": 31}, "imageHeight/imageWidth 31x32 but the image a.png is 32x32"),
+    ({"imagePath": "/etc/passwd"}, "imagePath '/etc/passwd' does not name an image file"),
+    ({"imagePath": "/"}, "imagePath '/' does not name an image file"),
+    ({"imagePath": "../outside.png"}, "imagePath '../outside.png' is outside the project folder"),
+    ({"raw": "[" * 200000 + "]" * 200000}, "a.json: not a labelme JSON file (nested too deeply)"),
+])
+def test_a_bad_annotation_is_refused_in_one_line_and_nothing_is_written(tmp_path, fields, message):
+    project = _one_annotation(tmp_path / "project", **fields)
+    cv2.imwrite(str(tmp_path / "outside.png"), np.zeros((32, 32, 3), np.uint8))
+    result = CliRunner().invoke(main, ["data", "import-labelme", str(project), "--out", str(tmp_path / "out"),
+                                       "--labels", "building"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output[-2000:]
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0] and len(errors[0]) < 420, result.output
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_an_image_outside_the_project_is_read_when_allowed(tmp_path):
+    project = _one_annotation(tmp_path / "project", imagePath="../outside.png")
+    cv2.imwrite(str(tmp_path / "outside.png"), np.zeros((32, 32, 3), np.uint8))
+    result = CliRunner().invoke(main, ["data", "import-labelme", str(project), "--out", str(tmp_path / "out"),
+                                       "--labels", "building", "--allow-outside"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "img_train" / "outside.png").is_file()
