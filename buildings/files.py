@@ -24,6 +24,7 @@ from pathlib import Path
 from buildings.errors import OutputError
 
 __all__ = ["TEMP_MARK", "atomic_dir", "atomic_path", "fsync_path", "os_error_message", "refuse_overwrites",
+           "check_writable_folder",
            "remove_stale_temporaries",
            "write_bytes", "write_text"]
 
@@ -33,6 +34,8 @@ TEMP_MARK = ".buildings-tmp."
 def os_error_message(err: OSError, path=None) -> str:
     """``<path>: <reason>`` for an OS error, naming the path the error carries or ``path``."""
     where = err.filename if err.filename is not None else path
+    if path is not None and where is not None and TEMP_MARK in str(where):
+        where = path  # the hidden temporary is ours: name what it stands for
     reason = err.strerror or (errno.errorcode.get(err.errno) if err.errno else None) or str(err) or type(err).__name__
     if err.filename2 is not None:
         where = f"{where} -> {err.filename2}"
@@ -195,3 +198,20 @@ def refuse_overwrites(inputs, outputs) -> None:
         if key in written:
             raise OutputError(f"{what} would write {path} twice")
         written[key] = (what, Path(path))
+
+
+def check_writable_folder(folder, target=None) -> Path:
+    """Make ``folder`` (and its parents) if needed and check that files can be created in it,
+    before any work: one OutputError naming ``target`` (or the folder) otherwise."""
+    from buildings.errors import OutputError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(os_error_message(err, target or folder)) from None
+    if not folder.is_dir():
+        raise OutputError(f"{target or folder}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{target or folder}: cannot write in {folder} (permission denied)")
+    return folder

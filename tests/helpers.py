@@ -77,6 +77,29 @@ def imported_after(*args: str) -> set[str]:
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
+# -- the command line in a child process with a file-size limit (a full disk the kernel enforces) ----------
+def run_limited(args, limit_bytes: int, cwd=ROOT):
+    """The command line with a file-size limit: writing past ``limit_bytes`` fails with EFBIG."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "buildings.cli", *args], cwd=cwd, preexec_fn=limit,
+                          env={**os.environ, "KERAS_BACKEND": "torch"}, capture_output=True, text=True, timeout=600)
+
+
+def error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return lines[0]
+
+
 # -- tests that run unchanged on torch, jax and tensorflow --------------------------------------------
 def to_numpy(x):
     """A tensor of the active backend as a NumPy array."""

@@ -108,6 +108,10 @@ def open_split(data: str | Path, split: str, data_dir: str | Path | None = None)
     if split not in builder.info.splits:
         raise ConfigError(f"{directory}: no split {split!r} (has {', '.join(builder.info.splits)})")
     decoders = {k: tfds.decode.SkipDecoding() for k in ("image", "mask") if k in builder.info.features}
+    if builder.info.splits[split].num_examples == 0:  # TFDS would blame the file format
+        raise ConfigError(f"{directory}: its {split} split has no images (split sizes: "
+                          + ", ".join(f"{name} {info.num_examples}" for name, info in builder.info.splits.items())
+                          + "); build it with a larger hold-out or pass another --split")
     try:
         records = builder.as_data_source(split=split, decoders=decoders)
     except (NotImplementedError, ValueError) as err:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from buildings.errors import ConfigError
-from buildings.files import atomic_path, refuse_overwrites
-from buildings.geo.raster import GeoRaster
-from buildings.geo.vectorize import BuildingPolygons, write_polygons
+from buildings.errors import ConfigError, OutputError
+from buildings.files import atomic_path, check_writable_folder, refuse_overwrites
+from buildings.geo.raster import GeoRaster, gdal_reason
+from buildings.geo.vectorize import BuildingPolygons, check_polygon_path, write_polygons
 
 __all__ = ["RasterReport", "predict_raster"]
 
@@ -51,6 +51,32 @@ class RasterReport:
         return text + (f", {self.polygons} building polygons" if self.polygons is not None else "")
 
 
+def _write_block(writer, target, mask, window) -> None:
+    import rasterio
+
+    try:
+        writer.write(mask, 1, window=window)
+    except rasterio.errors.RasterioError as err:
+        raise OutputError(f"{target}: cannot write the mask ({gdal_reason(err, {writer.name: target})})") from None
+
+
+def _check_written(temporary, target, block: int) -> None:
+    """Read the closed mask back before it is renamed into place: GDAL reports some write failures
+    (a full disk while it flushes the last tiles) only on stderr, and the file would be truncated."""
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(temporary) as written:
+            for row in range(0, written.height, block):
+                for col in range(0, written.width, block):
+                    written.read(1, window=Window(col, row, min(block, written.width - col),
+                                                  min(block, written.height - row)))
+    except rasterio.errors.RasterioError as err:
+        reason = gdal_reason(err, {temporary: target})
+        raise OutputError(f"{target}: the mask did not write whole ({reason}; is the disk full?)") from None
+
+
 def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mask_out=None, vectorize_out=None,
                    simplify: float = 1.0, block: int = 2048, halo: int | None = None,
                    progress: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None
@@ -67,6 +93,14 @@ def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mas
         raise ConfigError("nothing to write: give a mask GeoTIFF (--save-masks) or polygons (--vectorize)")
     refuse_overwrites([path], [(what, p) for what, p in (("--save-masks", mask_out), ("--vectorize", vectorize_out))
                                if p is not None])
+    if vectorize_out is not None:  # every output checked before the first block is predicted
+        check_polygon_path(vectorize_out)
+        try:  # missing: one line naming the extra now, not after the whole raster
+            import pyogrio  # noqa: F401
+        except ImportError:
+            raise ConfigError("--vectorize needs pyogrio (and shapely): pip install -e \".[deploy]\"") from None
+    if mask_out is not None:
+        check_writable_folder(Path(mask_out).parent, mask_out)
     rule = predictor.rule
     halo = predictor.overlap if halo is None else halo
     with GeoRaster.open(path, bands) as raster, contextlib.ExitStack() as stack:
@@ -100,7 +134,7 @@ def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mas
                 peak = max(peak, float(probs.max()))
                 report.building_pixels += int(mask.sum())
                 if writer is not None:
-                    writer.write(mask, 1, window=Window(col, row, w, h))
+                    _write_block(writer, mask_out, mask, Window(col, row, w, h))
                 if polygons is not None:
                     polygons.add_block((i, j), row, col, mask, probs)
                 if progress:
@@ -113,10 +147,14 @@ def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mas
                 for row in range(0, height, block):
                     for col in range(0, width, block):
                         h, w = min(block, height - row), min(block, width - col)
-                        writer.write(np.zeros((h, w), np.uint8), 1, window=Window(col, row, w, h))
+                        _write_block(writer, mask_out, np.zeros((h, w), np.uint8), Window(col, row, w, h))
         report.gated = gated
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except rasterio.errors.RasterioError as err:
+                raise OutputError(f"{mask_out}: cannot write the mask ({gdal_reason(err, {temporary: mask_out})})") from None
+            _check_written(temporary, mask_out, block)
         if polygons is not None:
             features = polygons.features()
             write_polygons(features, vectorize_out, raster.crs)

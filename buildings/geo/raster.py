@@ -45,6 +45,23 @@ def is_georeferenced(path) -> bool:
         return False
 
 
+def gdal_reason(err: BaseException, names: dict | None = None) -> str:
+    """What GDAL said, from rasterio's exception and the ones chained to it ("Read failed. See
+    previous exception" alone says nothing), on one line; ``names`` maps a temporary's path to what
+    it stands for, so that no message names the hidden temporary."""
+    reasons, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = " ".join(str(err).split())
+        if text and "See previous exception" not in text and text not in reasons:
+            reasons.append(text)
+        err = err.__cause__ or err.__context__
+    text = "; ".join(reasons)
+    for hidden, shown in sorted((names or {}).items(), key=lambda item: -len(str(item[0]))):
+        text = text.replace(str(hidden), str(shown)).replace(Path(hidden).name, Path(shown).name)
+    return text[:200] or "GDAL gave no reason"
+
+
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
     """``--bands 3,2,1`` → (3, 2, 1): 1-based band numbers in R, G, B order (one band = grey)."""
     if text is None:
@@ -82,6 +99,11 @@ class GeoRaster:
         if max(bands) > count:
             dataset.close()
             raise ConfigError(f"{path}: has {count} band(s); --bands {','.join(map(str, bands))} asks for band {max(bands)}")
+        transform = dataset.transform
+        if dataset.crs is not None and abs(transform.a * transform.e - transform.b * transform.d) == 0:
+            dataset.close()
+            raise DataError(f"{path}: its geotransform {tuple(transform)[:6]} gives pixels of no area (a pixel "
+                            "size of 0): fix the georeference, or predict it as a plain image")
         raster = cls(path, tuple(bands))
         raster.dataset = dataset
         if any(np.dtype(dataset.dtypes[b - 1]) != np.uint8 for b in bands):
@@ -130,8 +152,12 @@ class GeoRaster:
         """RGB uint8 (height, width, 3) of the window at (row, col); outside the raster is 0."""
         from rasterio.windows import Window
 
-        data = self.dataset.read(list(self.bands), window=Window(col, row, width, height), boundless=True,
-                                 fill_value=0)
+        try:
+            data = self.dataset.read(list(self.bands), window=Window(col, row, width, height), boundless=True,
+                                     fill_value=0)
+        except _rasterio().errors.RasterioError as err:
+            raise DataError(f"{self.path}: cannot read rows {row}..{row + height - 1}, columns {col}..{col + width - 1} "
+                            f"({gdal_reason(err)}): the file is damaged or truncated") from None
         if self.low is not None:
             scaled = (data.astype(np.float32) - self.low[:, None, None]) / (self.high - self.low)[:, None, None]
             data = np.clip(np.nan_to_num(scaled) * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from buildings.errors import ConfigError
-from buildings.files import atomic_path
+from buildings.errors import ConfigError, OutputError
+from buildings.files import atomic_path, check_writable_folder
 from buildings.inference.prediction import CONNECTIVITY
 
 __all__ = ["BuildingPolygons", "write_polygons"]
@@ -128,6 +128,16 @@ def feature_properties(feature: dict, crs) -> dict:
             "mean_probability": round(float(feature["mean_probability"]), 4)}
 
 
+def check_polygon_path(path) -> Path:
+    """``path`` if polygons can be written there (a .gpkg / .geojson in a folder that can be
+    created and written); checked before any prediction, so a typo costs nothing."""
+    path = Path(path)
+    if DRIVERS.get(path.suffix.lower()) is None:
+        raise ConfigError(f"{path}: --vectorize writes .gpkg or .geojson files")
+    check_writable_folder(path.parent, path)
+    return path
+
+
 def write_polygons(features: list[dict], path, crs) -> Path:
     """Write building features to a GeoPackage (.gpkg) or GeoJSON (.geojson) in ``crs``, atomically.
     Attributes: :func:`feature_properties`."""
@@ -148,7 +158,12 @@ def write_polygons(features: list[dict], path, crs) -> Path:
                for name in fields]
     with atomic_path(path, suffix=path.suffix) as temporary:
         temporary.unlink(missing_ok=True)  # GDAL creates the file itself
-        write(str(temporary), shapely.to_wkb(np.array(geometries, dtype=object)), field_data=columns,
-              fields=fields, crs=crs.to_wkt() if crs is not None else None, geometry_type=kind,
-              driver=driver, layer="buildings")
+        try:
+            write(str(temporary), shapely.to_wkb(np.array(geometries, dtype=object)), field_data=columns,
+                  fields=fields, crs=crs.to_wkt() if crs is not None else None, geometry_type=kind,
+                  driver=driver, layer="buildings")
+        except Exception as err:  # pyogrio raises its own kinds (FeatureError, DataSourceError) for GDAL's errors
+            if isinstance(err, OSError):
+                raise
+            raise OutputError(f"{path}: cannot write the polygons ({' '.join(str(err).split())[:200]})") from None
     return path

@@ -6,7 +6,6 @@ nothing half-written. Processes run the real command line in subprocesses."""
 import json
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT, damage_jpeg, rezip, score_back
+from helpers import ROOT, damage_jpeg, error_line, rezip, run_limited, score_back
 
 from buildings.files import TEMP_MARK
 
@@ -151,24 +150,6 @@ def test_killed_predict_leaves_no_output_and_the_next_run_cleans_up(checkpoint, 
     assert len(list((out / "masks").glob("*.png"))) == 24
     assert score_back(out / "sub.csv", (256, 256))["n_images"] == 24
     assert temporaries(out) == []  # the stale staging folder of the killed run is gone too
-
-
-def run_limited(args, limit_bytes: int, cwd=ROOT) -> subprocess.CompletedProcess:
-    """The command line with a file-size limit: writing past ``limit_bytes`` fails with EFBIG."""
-
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-
-    return subprocess.run([sys.executable, "-m", "buildings.cli", *args], cwd=cwd, preexec_fn=limit,
-                          env={**os.environ, "KERAS_BACKEND": "torch"}, capture_output=True, text=True, timeout=600)
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return lines[0]
 
 
 @pytest.mark.slow
