@@ -467,7 +467,8 @@ class Guard:
         if self.token is not None and not (method in ("GET", "HEAD") and path == "/"):
             given = _header(scope, b"authorization")
             scheme, _, credential = (given[0] if len(given) == 1 else "").strip().partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode("latin-1"),
+                                                                           self.token.encode()):
                 return Refusal(401, "this server needs a bearer token: send 'Authorization: Bearer <token>' (the "
                                     "page: open /#token=<token>)", {"WWW-Authenticate": 'Bearer realm="buildings"'})
         origins = _header(scope, b"origin")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from buildings.errors import DataError, ImageReadError
-from buildings.files import refuse_overwrites
+from buildings.files import check_writable_folder, refuse_overwrites
 from buildings.inference.predictor import Predictor
 from buildings.inference.writers import open_writers
 from buildings.task import Task
@@ -78,6 +79,8 @@ def write_predictions(predictor: Predictor, items: Iterable, out=None, *,
         task.check_same(data_task, "the model", "the dataset")
     writers = open_writers(task, out, output_format=output_format, save_masks=save_masks,
                            save_overlays=save_overlays)
+    if out is not None:  # written last: its folder is checked first, so a typo costs no prediction
+        check_writable_folder(Path(out).parent, out)
     if isinstance(items, Sequence):
         names = [name for name, _ in items]
         _check_names(names, writers)

@@ -351,6 +351,15 @@ def test_predict_refuses_outputs_that_replace_inputs_or_each_other(tiny_checkpoi
     assert not other.exists() and leftovers(tmp_path) == []
 
 
+def test_a_submission_that_cannot_be_written_is_refused_before_predicting(tiny_checkpoints, tmp_path):
+    images = tmp_path / "pngs"
+    _pngs(images)
+    (tmp_path / "a-file").write_text("not a folder")
+    result = invoke("predict", "--checkpoint", tiny_checkpoints[1], "--images", images, "--out",
+                    tmp_path / "a-file" / "sub.csv")
+    assert "a-file" in one_error_line(result) and "predicting" not in result.output
+
+
 def test_a_geotiff_mask_never_replaces_the_geotiff(tmp_path):
     pytest.importorskip("rasterio", reason="the [deploy] extra is not installed")
     from helpers import brightness_model, write_raster
