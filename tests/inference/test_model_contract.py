@@ -100,3 +100,42 @@ def test_onnx_metadata_is_checked_against_the_graph_and_itself(four_class_onnx, 
     with pytest.raises(CheckpointError, match=f"^{path}: ") as refused:
         load_checkpoints([path])
     assert message in str(refused.value)
+
+
+def _hand_made_onnx(path, *, input_type, shape):
+    """A one-node graph (the mean of the three channels as one logit) with the metadata `buildings
+    export` writes, its input of ``input_type`` and ``shape``."""
+    from onnx import TensorProto, helper
+
+    from buildings.formats.onnx_metadata import encode
+    from buildings.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+    nodes = [helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["x"], ["logits"], axes=[-1], keepdims=1)]
+    graph = helper.make_graph(nodes, "hand", [helper.make_tensor_value_info("image", input_type, shape)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [*shape[:3], 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    values = {"num_classes": 1, "model": "hand", "input": "NHWC float32 RGB", "mean": IMAGENET_MEAN.tolist(),
+              "std": IMAGENET_STD.tolist(), "peak_bytes_per_pixel": 100.0, "largest_per_pixel": 10.0,
+              "source": "hand"}
+    for key, value in encode(values).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("input_type, shape, message", [
+    (onnx.TensorProto.FLOAT, ["batch", "height", "width", 3], None),
+    (onnx.TensorProto.FLOAT, [1, 64, 64, 3], "takes only 64x64 images; height and width must be dynamic"),
+    (onnx.TensorProto.UINT8, ["batch", "height", "width", 3], "its input is tensor(uint8)"),
+])
+def test_onnx_graphs_with_fixed_sizes_or_other_inputs_are_refused(tmp_path, input_type, shape, message):
+    path = _hand_made_onnx(tmp_path / "hand.onnx", input_type=input_type, shape=shape)
+    if message is None:  # the control: the same graph with a float, dynamic input loads
+        assert load_checkpoints([path])[0].num_classes == 1
+        return
+    with pytest.raises(CheckpointError, match=f"^{path}: ") as refused:
+        load_checkpoints([path])
+    assert message in str(refused.value)
