@@ -10,7 +10,9 @@ shown; for scripts and tests, ``document.body.dataset`` carries ``maskSource`` (
 ``preview``), ``maskThreshold``, ``buildingPixels`` (the building pixels of the mask shown),
 ``maskHash`` (FNV-1a 32-bit, 8 hex digits, of the mask's row-major 0/1 bytes) and ``maskSize``
 (``WxH``); ``window.buildingsMask`` is that mask (a Uint8Array of 0/1). The page loads nothing from
-elsewhere."""
+elsewhere. A server started with a bearer token serves this page to anyone (it holds no secret) and
+nothing else: open it as ``/#token=TOKEN`` and its requests carry ``Authorization: Bearer TOKEN`` (the
+fragment never leaves the browser)."""
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -48,6 +50,8 @@ PAGE = """<!doctype html>
 const $ = (id) => document.getElementById(id);
 const DEBOUNCE_MS = 300;
 const bitmapOptions = { colorSpaceConversion: "none", premultiplyAlpha: "none" };  // PNG bytes as they are
+const token = new URLSearchParams(location.hash.slice(1)).get("token");  // /#token=...: never sent as part of a URL
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
 let health = null;        // GET /health: the served rule
 let upload = null;        // { blob, name, id }: the image shown
 let base = null;          // ImageData: the picture, or grey when the browser cannot show it (a GeoTIFF)
@@ -121,7 +125,7 @@ async function apiMask(t) {
   form.append("file", image.blob, image.name);
   try {
     const response = await fetch(`/predict?format=png&threshold=${formatted(t)}`,
-                                 { method: "POST", body: form, signal: controller.signal });
+                                 { method: "POST", body: form, signal: controller.signal, headers: auth });
     if (mine !== asked || image !== upload) return;
     if (!response.ok) { await failed(response); return; }
     const png = await response.blob(), bitmap = await createImageBitmap(png, bitmapOptions);
@@ -158,7 +162,7 @@ async function run(blob, name) {
   }
   const form = new FormData();
   form.append("file", blob, name);
-  const response = await fetch("/predict?format=probability", { method: "POST", body: form });
+  const response = await fetch("/predict?format=probability", { method: "POST", body: form, headers: auth });
   if (image !== upload) return;
   if (!response.ok) { await failed(response); return; }
   const bitmap = await createImageBitmap(await response.blob(), bitmapOptions);
@@ -176,7 +180,13 @@ async function run(blob, name) {
 }
 
 async function start() {
-  health = await (await fetch("/health")).json();
+  const response = await fetch("/health", { headers: auth });
+  if (!response.ok) {
+    await failed(response);
+    if (response.status === 401) status("this server needs its token: open this page as /#token=<token>", "error");
+    throw new Error(`GET /health: ${response.status}`);
+  }
+  health = await response.json();
   threshold = health.threshold;
   $("tvalue").textContent = formatted(threshold);
   $("rule").textContent = `served rule: ${health.rule} (the slider changes the threshold only)`;
@@ -195,7 +205,7 @@ $("threshold").addEventListener("input", () => {
   timer = setTimeout(() => apiMask(t), DEBOUNCE_MS);
 });
 $("threshold").addEventListener("change", () => { const t = sliderThreshold(); if (probability) apiMask(t); });
-async function sample() { const r = await fetch("/sample.png"); run(await r.blob(), "sample.png"); }
+async function sample() { const r = await fetch("/sample.png", { headers: auth }); run(await r.blob(), "sample.png"); }
 $("sample").addEventListener("click", sample);
 const ready = start();
 if (new URLSearchParams(location.search).has("sample")) ready.then(sample);

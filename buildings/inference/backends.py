@@ -32,7 +32,8 @@ from buildings.contract import STRIDE
 from buildings.errors import CheckpointError
 from buildings.task import Task
 
-__all__ = ["PROBE", "InferenceBackend", "KerasBackend", "OnnxBackend", "as_backend", "load_checkpoints"]
+__all__ = ["PROBE", "InferenceBackend", "KerasBackend", "OnnxBackend", "as_backend", "check_checkpoint_file",
+           "load_checkpoints"]
 
 PROBE = 2 * STRIDE  # side of the probe image
 
@@ -137,7 +138,8 @@ class OnnxBackend(InferenceBackend):
                          if p in onnxruntime.get_available_providers()]
             self.session = onnxruntime.InferenceSession(str(path), providers=providers)
         except Exception as err:  # onnxruntime raises its own types for a file that is not a model
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({type(err).__name__}: {err})") from None
+            raise CheckpointError(f"{path}: an ONNX file that does not load ({type(err).__name__}: "
+                                  f"{' '.join(str(err).split())[:200]})") from None
         meta = decode(self.session.get_modelmeta().custom_metadata_map, path)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
@@ -188,12 +190,38 @@ def as_backend(model) -> InferenceBackend:
     return model if isinstance(model, InferenceBackend) else KerasBackend(model)
 
 
+ZIP_SIGNATURE = b"PK\x03\x04"  # a .keras file is a zip archive
+
+
+def check_checkpoint_file(path) -> Path:
+    """``path`` if it can be a checkpoint: an existing file, a ``.keras`` zip or an ``.onnx`` file;
+    one CheckpointError naming it otherwise. Reads 4 bytes, imports nothing."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (.keras or .onnx)")
+    suffix = path.suffix.lower()
+    if suffix not in (".keras", ".onnx"):
+        raise CheckpointError(f"{path}: not a checkpoint (a .keras file, or an .onnx one from `buildings export`)")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if suffix == ".keras" and head != ZIP_SIGNATURE:
+        found = repr(head) if head else "empty"
+        raise CheckpointError(f"{path}: not a Keras checkpoint (no zip signature: {found})")
+    if suffix == ".onnx" and not head:
+        raise CheckpointError(f"{path}: an empty file, not an ONNX model")
+    return path
+
+
 def load_checkpoints(paths: Sequence[str | os.PathLike]) -> list[InferenceBackend]:
     """Backends for ``.keras`` checkpoints (compile off; any backend wrote them) and ``.onnx`` files
     written by ``buildings export`` (run by onnxruntime; Keras is not imported for them); all must be
     segmentation models with the same number of output channels."""
     if not paths:
         raise CheckpointError("no checkpoint given")
+    for path in paths:  # every file checked before anything heavy is imported or loaded
+        check_checkpoint_file(path)
     backends = []
     for path in paths:
         if str(path).lower().endswith(".onnx"):

@@ -19,6 +19,13 @@ HEAVY = ("buildings.inference", "buildings.training", "buildings.models", "build
          "tensorflow", "jax", "onnxruntime", "tensorflow_datasets")
 
 
+FRAMEWORKS = ("keras", "torch", "tensorflow", "jax", "onnxruntime")
+
+
+def frameworks(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in FRAMEWORKS)
+
+
 def heavy(modules: set[str]) -> list[str]:
     return sorted(m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
 
@@ -32,6 +39,35 @@ def test_importing_the_cli_imports_no_inference_training_or_framework_module():
 @pytest.mark.parametrize("args", [["--help"], ["predict", "--help"], ["fit", "--help"], ["data", "build", "--help"]])
 def test_help_imports_no_inference_training_or_framework_module(args):
     assert heavy(imported_after("--cli", *args)) == []
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a zip at all", "not a Keras checkpoint (no zip signature"),
+    (b"", "not a Keras checkpoint (no zip signature: empty)"),
+])
+def test_a_bad_checkpoint_is_named_before_anything_heavy_is_imported(tmp_path, content, message):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(content)
+    done = subprocess.run([sys.executable, str(SCRIPTS / "imported_modules.py"), "--cli", "predict", "--checkpoint",
+                           str(bad), "--images", str(tmp_path), "--out", str(tmp_path / "sub.csv")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert f"Error: {bad}: {message}" in done.stderr, done.stderr[-2000:]
+    assert "post-processing:" not in done.stderr  # said only once a checkpoint loaded
+    assert frameworks(set(json.loads(done.stdout.splitlines()[-1]))) == [] and not (tmp_path / "sub.csv").exists()
+
+
+def test_a_typo_in_a_checkpoint_path_says_not_found_first(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(SCRIPTS / "imported_modules.py"), "--cli", "evaluate", "--checkpoint",
+                           str(tmp_path / "modle.keras")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert done.stderr.strip().splitlines()[-1] == f"Error: {tmp_path / 'modle.keras'}: checkpoint not found"
+    assert frameworks(set(json.loads(done.stdout.splitlines()[-1]))) == []
 
 
 def test_the_probe_sees_a_heavy_import():  # the two tests above could not pass by not looking

@@ -162,6 +162,6 @@ def test_export_refusals_are_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="bare.onnx: an ONNX model without the metadata"):
         OnnxBackend(bare)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(CheckpointError, match="junk.onnx: not a loadable ONNX model"):
+    with pytest.raises(CheckpointError, match="junk.onnx: an ONNX file that does not load"):
         OnnxBackend(tmp_path / "junk.onnx")
     assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))

@@ -4,13 +4,20 @@ for a GeoTIFF, with the CLI's property names) and its 4xx answers to bad uploads
 any threshold is the rule's (post-processing included); and the page in headless Chromium: it loads
 the sample scene, its raw preview says it is one, and the mask it then shows is the API's, pixel for
 pixel, at the served threshold and at the one the slider is moved to (the screenshot is checked for
-the overlay and kept as serve-page.png in the test's folder, or in $BUILDINGS_SCREENSHOTS when set)."""
+the overlay and kept as serve-page.png in the test's folder, or in $BUILDINGS_SCREENSHOTS when set).
+Exposure and budgets (issue 25): the image size read from PNG / JPEG / BMP / TIFF / BigTIFF headers,
+the pixel budget, a BigTIFF's GeoJSON in map coordinates, messages naming the upload (never a server
+path), the Host allow-list, the same-origin check on POST, no /docs, and the start-up refusal to serve
+beyond loopback without a token (tested through the CLI with the server itself replaced: nothing is
+ever bound beyond 127.0.0.1). The load, the bombs, the queue and the timeouts: test_serve_load.py."""
 
 import base64
+import http.client
 import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -41,6 +48,7 @@ def free_port() -> int:
 
 
 RULED = ["--min-area", "30", "--fill-holes"]  # the second server's rule flags
+MAX_PIXELS = 1_000_000  # --max-pixels of both servers: the test images are 512x512 and 420x300
 RULE = MaskRule(0.5, Postprocess(min_area=30, fill_holes=True))  # ... and the rule they make
 MOVED = 0.3  # where the tests move the threshold: on the sample, min-area and hole filling both change the mask
 
@@ -55,7 +63,7 @@ def start_server(checkpoint, *flags):
     port = free_port()
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     process = subprocess.Popen([sys.executable, "-m", "buildings.cli", "serve", "--checkpoint", str(checkpoint),
-                                "--port", str(port), "--max-upload-mb", "1", *flags], cwd=ROOT, env=env,
+                                "--port", str(port), "--max-upload-mb", "1", "--max-pixels", str(MAX_PIXELS), *flags], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -97,7 +105,7 @@ def sample(checkpoint, ruled_server):
     return data, predictor.probabilities(decode_image(data, "sample.png"))
 
 
-def post(url: str, data: bytes | None, filename="tile.png", field="file"):
+def post(url: str, data: bytes | None, filename="tile.png", field="file", headers=None):
     """(status, body bytes, content type) of a multipart POST."""
     boundary = uuid.uuid4().hex
     body = b""
@@ -107,7 +115,8 @@ def post(url: str, data: bytes | None, filename="tile.png", field="file"):
     else:
         body = f"--{boundary}--\r\n".encode()
     request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                              **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, response.read(), response.headers.get("content-type")
@@ -247,6 +256,217 @@ def test_recent_probabilities_keep_the_last_few_within_their_bytes():
     assert not arrays["b"].flags.writeable  # shared between requests: read-only
     recent.put("big", (np.zeros((40, 10, 1), np.float32), None, None))  # 1600 bytes: over the budget, not kept
     assert recent.get("big") is None and recent.get("c") is not None
+
+
+# -- issue 25: budgets and exposure -----------------------------------------------------------------
+def write_bigtiff(path):
+    """The helpers' test raster (rectangles, EPSG:32633, 0.5 m pixels) written as a BigTIFF."""
+    import rasterio
+
+    mask = truth_mask()
+    value = np.where(mask, 230, 30).astype(np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", height=mask.shape[0], width=mask.shape[1], count=3, dtype="uint8",
+                       crs=CRS, transform=TRANSFORM, BIGTIFF="YES") as out:
+        out.write(np.stack([value] * 3))
+    return path
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A real 16x16 JPEG whose frame header (SOF) is rewritten to declare width x height."""
+    data = bytearray(cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes())
+    at = data.index(b"\xff\xc0")
+    data[at + 5:at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("encoding", ["png", "jpg", "progressive-jpg", "bmp", "tif", "bigtiff", "geotiff"])
+def test_image_size_is_read_from_the_header(encoding, tmp_path):
+    from buildings.serve import image_size
+
+    image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)
+    if encoding == "bigtiff":
+        data = write_bigtiff(tmp_path / "big.tif").read_bytes()
+        assert data[:4] == b"II+\x00"
+        assert image_size(data) == ("BigTIFF", 420, 300)
+        return
+    if encoding == "geotiff":
+        assert image_size(write_raster(tmp_path / "geo.tif").read_bytes()) == ("TIFF", 420, 300)
+        return
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if encoding == "progressive-jpg" else []
+    data = cv2.imencode("." + encoding.split("-")[-1], image, params)[1].tobytes()
+    assert image_size(data) == ({"jpg": "JPEG", "progressive-jpg": "JPEG", "tif": "TIFF"}.get(encoding, encoding.upper()), 53, 37)
+
+
+def test_image_size_reads_what_a_bomb_declares_and_refuses_what_it_cannot_read():
+    from buildings.serve import image_size
+
+    assert image_size(jpeg_declaring(40000, 40000)) == ("JPEG", 40000, 40000)
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 2) + struct.pack(">HHII", 256, 4, 1, 40000) \
+        + struct.pack(">HHIHH", 257, 3, 1, 30000, 0) + b"\0" * 4
+    assert image_size(tiff) == ("TIFF", 40000, 30000)
+    bigtiff = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 2) \
+        + struct.pack("<HHQQ", 256, 16, 1, 50000) + struct.pack("<HHQQ", 257, 16, 1, 60000)
+    assert image_size(bigtiff) == ("BigTIFF", 50000, 60000)
+    for data in (b"", b"GIF89a" + b"\0" * 40, b"\x89PNG\r\n\x1a\n", b"II*\x00\xff\xff\xff\x7f", b"\xff\xd8\xff\xda\0\x02",
+                 b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 256, 4, 1, 10)):
+        assert image_size(data) is None, data[:12]
+
+
+def test_an_image_over_the_pixel_budget_is_refused_naming_it_and_its_size(server):
+    url, health = server
+    assert health["max_pixels"] == MAX_PIXELS
+    wide = cv2.imencode(".png", np.zeros((1000, 1001, 3), np.uint8))[1].tobytes()  # 1,001,000 pixels, ~4 KB
+    started = time.monotonic()
+    status, body, _ = post(url + "/predict?format=png", wide, filename="wide.png")
+    detail = json.loads(body)["detail"]
+    assert status == 413 and time.monotonic() - started < 5
+    assert detail.startswith("wide.png: its PNG header declares 1001x1000 pixels") and "--max-pixels" in detail
+    assert "\n" not in detail
+
+
+def test_a_bigtiff_geojson_comes_back_in_map_coordinates_with_its_crs(server, tmp_path):
+    url, _ = server
+    data = write_bigtiff(tmp_path / "ortho_big.tif").read_bytes()
+    status, body, kind = post(url + "/predict?format=geojson", data, filename="ortho_big.tif")
+    assert status == 200 and kind.startswith("application/geo+json"), body[:300]
+    collection = json.loads(body)
+    assert "32633" in collection["crs"]["properties"]["name"]
+    xs = sorted(min(x for x, _ in f["geometry"]["coordinates"][0]) for f in collection["features"])
+    expected = sorted((TRANSFORM @ (c0, r0))[0] for r0, c0, _, _ in RECTANGLES + [(200, 380, 204, 384)])
+    assert xs == pytest.approx(expected)  # map coordinates (x = 500000 + 0.5 col), not pixels
+
+
+def test_a_broken_geotiff_is_named_as_uploaded_never_by_a_server_path(server, tmp_path):
+    url, _ = server
+    data = write_raster(tmp_path / "ortho.tif").read_bytes()
+    broken = data[:len(data) // 3]  # the header and IFD intact (GDAL writes them first), the pixels cut
+    status, body, _ = post(url + "/predict?format=geojson", broken, filename="cut.tif")
+    detail = json.loads(body)["detail"]
+    assert status == 400 and detail.startswith("cut.tif:"), detail
+    assert "vsimem" not in detail and "/tmp" not in detail and str(tmp_path) not in detail
+
+
+def raw_request(url: str, method="GET", path="/health", headers=None, body: bytes | None = None):
+    """(status, headers, body) of a request with exactly the headers given (Host included)."""
+    host, port = url.split("//")[1].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_a_host_header_not_allowed_is_refused(server):
+    url, _ = server
+    port = url.rsplit(":", 1)[1]
+    for allowed in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+        assert raw_request(url, headers={"Host": allowed})[0] == 200, allowed
+    for host in (f"evil.example:{port}", "evil.example", f"localhost:{int(port) + 1}", f"127.0.0.1.nip.io:{port}"):
+        status, _, body = raw_request(url, headers={"Host": host})
+        detail = json.loads(body)["detail"]
+        assert status == 400 and f"Host '{host}' is not served here" in detail and "--allow-host" in detail
+
+
+def test_a_cross_origin_post_is_refused_a_same_origin_one_served(server):
+    url, _ = server
+    port = url.rsplit(":", 1)[1]
+    data = scene()[0]
+    status, body, _ = post(url + "/predict?format=rle", data, headers={"Origin": "http://evil.example"})
+    assert status == 403 and "origin 'http://evil.example' refused" in json.loads(body)["detail"]
+    status, _, _ = post(url + "/predict?format=rle", data, headers={"Origin": "null"})
+    assert status == 403
+    status, body, _ = post(url + "/predict?format=rle", data, headers={"Origin": f"http://127.0.0.1:{port}"})
+    assert status == 200 and json.loads(body)["building_pixels"] == int(truth_mask().sum())
+
+
+def test_no_api_docs_pages_that_load_outside_scripts(server):
+    url, _ = server
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + path, timeout=30)
+        assert refused.value.code == 404, path
+    with urllib.request.urlopen(url + "/", timeout=30) as response:
+        page = response.read().decode()
+    assert "<script src" not in page and "cdn" not in page.lower()
+
+
+@pytest.mark.parametrize(("host", "token", "no_auth", "outcome"), [
+    ("127.0.0.1", None, False, None), ("localhost", None, False, None), ("::1", None, False, None),
+    ("127.0.0.2", None, False, None), ("0.0.0.0", "t0ken", False, None), ("192.168.1.5", "t0ken", False, None),
+    ("0.0.0.0", None, False, "refused"), ("::", None, False, "refused"), ("10.0.0.3", None, False, "refused"),
+    ("myhost.lan", None, False, "refused"), ("0.0.0.0", None, True, "warned"), ("0.0.0.0", "t0ken", True, "refused"),
+])
+def test_check_exposure_wants_a_token_beyond_loopback(host, token, no_auth, outcome):
+    from buildings.errors import ConfigError
+    from buildings.serve import check_exposure
+
+    if outcome == "refused":
+        with pytest.raises(ConfigError) as refused:
+            check_exposure(host, token, no_auth)
+        assert "\n" not in str(refused.value)
+    else:
+        warning = check_exposure(host, token, no_auth)
+        assert (warning is not None) == (outcome == "warned")
+        if warning:
+            assert warning.startswith("WARNING: --no-auth") and "WITHOUT AUTHENTICATION" in warning
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """The CLI's serve with nothing behind it: loading a model or binding a socket fails the test,
+    unless ``allow`` is called, which records what serve would have been given instead of binding."""
+    import buildings.cli.deploy as deploy
+    import buildings.serve
+
+    calls = {}
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded or a server started")
+
+    monkeypatch.setattr(deploy, "open_predictor", fail)
+    monkeypatch.setattr(buildings.serve, "serve", fail)
+
+    def allow():
+        monkeypatch.setattr(deploy, "open_predictor", lambda ctx, **options: "predictor")
+        monkeypatch.setattr(buildings.serve, "serve", lambda predictor, **options: calls.update(options))
+        return calls
+
+    return allow
+
+
+def invoke_serve(*args, env=None):
+    from click.testing import CliRunner
+
+    from buildings.cli import main
+
+    return CliRunner().invoke(main, ["serve", "--checkpoint", "never-loaded.keras", *args], env=env)
+
+
+def test_serve_beyond_loopback_without_a_token_refuses_to_start_in_one_line(no_server):
+    result = invoke_serve("--host", "0.0.0.0", env={"BUILDINGS_SERVE_TOKEN": ""})
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: --host 0.0.0.0 is not a loopback address"), lines
+    assert "--token" in lines[0] and "--no-auth" in lines[0] and "Traceback" not in result.output
+
+
+def test_serve_beyond_loopback_with_a_token_or_no_auth_starts(no_server):
+    calls = no_server()
+    result = invoke_serve("--host", "0.0.0.0", "--allow-host", "buildings.lan", env={"BUILDINGS_SERVE_TOKEN": "s3cret"})
+    assert result.exit_code == 0, result.output
+    assert calls["token"] == "s3cret" and calls["allow_hosts"] == ("buildings.lan",) and "s3cret" not in result.output
+    assert (calls["max_pixels"], calls["queue"], calls["body_timeout"], calls["header_timeout"]) == (8192 ** 2, 8, 30, 10)
+    calls.clear()
+    result = invoke_serve("--host", "0.0.0.0", "--no-auth", env={"BUILDINGS_SERVE_TOKEN": ""})
+    assert result.exit_code == 0 and calls["token"] is None
+    assert "WARNING: --no-auth: serving on 0.0.0.0 WITHOUT AUTHENTICATION" in result.output
 
 
 class Chromium:
