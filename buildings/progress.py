@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["LineBar", "Milestones", "duration"]
+__all__ = ["LineBar", "Milestones", "duration", "rate"]
+
+
+def rate(count: float, seconds: float, unit: str) -> str:
+    """``2.31 images/s``, or ``4.2 s/image`` below one a second (never ``0.0 images/s``)."""
+    per_second = count / max(seconds, 1e-9)
+    if per_second >= 1 or count == 0:
+        return f"{per_second:.2f} {unit}/s"
+    return f"{seconds / count:.1f} s/{unit[:-1] if unit.endswith('s') else unit}"
 
 
 def duration(seconds: float) -> str:
@@ -54,7 +62,7 @@ class LineBar:
             return
         elapsed = time.perf_counter() - self.start
         self.write(f"{self.label} {self.done / self.length:4.0%} ({self.done}/{self.length} {self.unit}), "
-                   f"{self.done / max(elapsed, 1e-9):.2f} {self.unit}/s, "
+                   f"{rate(self.done, elapsed, self.unit)}, "
                    f"ETA {duration(elapsed / self.done * max(self.length - self.done, 0))}")
 
     def __exit__(self, *exc) -> None:

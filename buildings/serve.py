@@ -240,24 +240,22 @@ def _read_geotiff(data: bytes, name: str, max_pixels: int):
             return message.replace(hidden.rsplit("/", 1)[-1], name)
 
         try:
-            raster = GeoRaster.open(hidden)
-        except BuildingsError as err:
-            raise Refusal(400, named(str(err))) from None
-        with raster:
-            if raster.crs is None:
-                return None
-            height, width = raster.height, raster.width
-            if height * width > max_pixels:  # GDAL's own reading of the header agrees with ours, or this catches it
-                raise Refusal(413, f"{name}: {width}x{height} pixels, over this server's budget of {max_pixels:,} "
-                                   "pixels (--max-pixels)")
-            image = np.empty((height, width, 3), np.uint8)
-            rows = max(1, WINDOW_PIXELS // max(width, 1))
-            try:
+            with GeoRaster.open(hidden) as raster:
+                if raster.crs is None:
+                    return None
+                height, width = raster.height, raster.width
+                if height * width > max_pixels:  # GDAL's reading of the header agrees with ours, or this catches it
+                    raise Refusal(413, f"{name}: {width}x{height} pixels, over this server's budget of "
+                                       f"{max_pixels:,} pixels (--max-pixels)")
+                image = np.empty((height, width, 3), np.uint8)
+                rows = max(1, WINDOW_PIXELS // max(width, 1))
                 for row in range(0, height, rows):
                     image[row:row + rows] = raster.read(row, 0, min(rows, height - row), width)
-            except rasterio.errors.RasterioError as err:
-                raise Refusal(400, named(f"{name}: unreadable GeoTIFF ({str(err)[:160]})")) from None
-            return image, raster.transform, raster.crs
+                return image, raster.transform, raster.crs
+        except BuildingsError as err:  # GeoRaster's messages name the path it opened: name the upload instead
+            raise Refusal(400, named(str(err))) from None
+        except rasterio.errors.RasterioError as err:
+            raise Refusal(400, named(f"{name}: unreadable GeoTIFF ({str(err)[:160]})")) from None
 
 
 def _decode_upload(data: bytes, name: str, max_pixels: int):
@@ -539,7 +537,7 @@ class _Upload:
                 self.data += data[start:end]
 
 
-async def _receive_upload(request, *, limit: int, timeout: float) -> tuple[str, bytearray]:
+async def _receive_upload(request, *, limit: int, timeout: float, drain_seconds: float) -> tuple[str, bytearray]:
     """(name of the upload for messages, its bytes) from a multipart body read within ``timeout``
     seconds and ``limit`` bytes, or a :class:`Refusal` (413 as soon as the body passes the limit, 408
     when it stops coming, 415 / 400 / 422 for a body that is not a form with a ``file``)."""
@@ -549,7 +547,7 @@ async def _receive_upload(request, *, limit: int, timeout: float) -> tuple[str, 
 
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or not options.get(b"boundary"):
-        await _drain(request.receive, request.scope)
+        await _drain(request.receive, request.scope, drain_seconds)
         raise Refusal(415, "POST /predict takes a multipart/form-data body with the image in a 'file' field "
                            "(curl -F file=@tile.png ...)")
     try:
@@ -573,7 +571,7 @@ async def _receive_upload(request, *, limit: int, timeout: float) -> tuple[str, 
         chunk = message.get("body", b"")
         received += len(chunk)
         if received > limit + FORM_SLACK or upload.over:
-            await _drain(request.receive, request.scope)
+            await _drain(request.receive, request.scope, drain_seconds)
             raise Refusal(413, f"{name()}: over the {limit}-byte upload limit (refused after {received} bytes, "
                                "none kept)")
         try:
@@ -581,7 +579,7 @@ async def _receive_upload(request, *, limit: int, timeout: float) -> tuple[str, 
         except FormParserError:
             raise Refusal(400, f"{name()}: the multipart body is not valid") from None
         if upload.over:
-            await _drain(request.receive, request.scope)
+            await _drain(request.receive, request.scope, drain_seconds)
             raise Refusal(413, f"{name()}: over the {limit}-byte upload limit (refused after {received} bytes, "
                                "none kept)")
         if not message.get("more_body", False):
@@ -615,6 +613,7 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20, max_pixels: int =
     recent = RecentProbabilities()
     admission = Admission(workers, queue)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="buildings-predict")
+    drain_seconds = min(DRAIN_SECONDS, body_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -624,7 +623,7 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20, max_pixels: int =
     app = FastAPI(title="buildings", description="Building masks from aerial images", lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None)  # the docs pages load scripts from a CDN
     app.add_middleware(Guard, hosts=HostRules(allowed_hosts, port), token=token,
-                       max_body=max_upload_bytes + FORM_SLACK, drain_seconds=min(DRAIN_SECONDS, body_timeout))
+                       max_body=max_upload_bytes + FORM_SLACK, drain_seconds=drain_seconds)
     health_answer = {"status": "ok", "models": [m.name for m in predictor.models], "num_classes": task.num_classes,
                      "tta": predictor.tta, "threshold": threshold, "rule": rule.describe(),
                      "postprocess": rule.postprocess.describe(), **dataclasses.asdict(rule.postprocess),
@@ -699,10 +698,11 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20, max_pixels: int =
         else:
             refusal = None
         if refusal is not None:
-            await _drain(request.receive, request.scope, min(DRAIN_SECONDS, body_timeout))
+            await _drain(request.receive, request.scope, drain_seconds)
             return refused(refusal)
         try:
-            name, data = await _receive_upload(request, limit=max_upload_bytes, timeout=body_timeout)
+            name, data = await _receive_upload(request, limit=max_upload_bytes, timeout=body_timeout,
+                                               drain_seconds=drain_seconds)
             if not data:
                 raise Refusal(400, f"{name}: empty file (0 bytes)")
             check_pixels(data, name, max_pixels)  # on the loop: the header only, before queueing the work

@@ -82,3 +82,4 @@ def test_mask_pictures():
     shown = Task(4).overlay(image, labels)
     assert not np.array_equal(shown[0, 0], shown[5, 0])  # classes 2 and 0 tinted differently
     np.testing.assert_array_equal(shown[-1], image[-1])  # unlabelled left as it was
+

@@ -11,7 +11,7 @@ import time
 import keras
 
 from buildings.errors import ConfigError
-from buildings.progress import Milestones, duration
+from buildings.progress import Milestones, duration, rate
 
 __all__ = ["EpochCommit", "LineProgress", "RunCallbacks", "RunEstimate", "Throughput", "TimeBudget",
            "tensorboard_callback"]
@@ -100,7 +100,7 @@ class LineProgress(keras.callbacks.Callback):
         elapsed = time.perf_counter() - self.start
         loss = f", loss {logs['loss']:.4f}" if logs and "loss" in logs else ""
         self.write(f"epoch {self.epoch_number}/{self.epochs} {share:4.0%} ({done}/{self.steps} steps), "
-                   f"{done * self.batch_size / max(elapsed, 1e-9):.1f} images/s, "
+                   f"{rate(done * self.batch_size, elapsed, 'images')}, "
                    f"ETA {duration(elapsed / done * (self.steps - done))}{loss}")
 
     def on_epoch_end(self, epoch, logs=None):
