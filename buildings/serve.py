@@ -812,7 +812,7 @@ def _protocol(header_timeout: float):
 def serve(predictor, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 50.0,
           max_pixels: int = MAX_PIXELS, queue: int = 8, token: str | None = None, allow_hosts=(),
           body_timeout: float = 30.0, header_timeout: float = 10.0, keep_alive: float = 5.0,
-          max_connections: int = 100) -> None:
+          max_connections: int = 256) -> None:
     """Serve ``predictor`` until interrupted (call :func:`check_exposure` first)."""
     import uvicorn
 

@@ -56,8 +56,8 @@ def export_command(checkpoint, fmt, out):
               help="Seconds a request body may take to arrive (408 and the connection closed beyond).")
 @click.option("--header-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
               help="Seconds the request headers may take, from the connection opening or the last answer.")
-@click.option("--max-connections", type=click.IntRange(1), default=100, show_default=True,
-              help="Open connections beyond which new requests are answered 503.")
+@click.option("--max-connections", type=click.IntRange(1), default=256, show_default=True,
+              help="Open connections beyond which new requests are answered 503 (uvicorn's limit_concurrency).")
 @click.pass_context
 def serve_command(ctx, **options):
     """Serve a checkpoint: an HTTP API (POST /predict an image or GeoTIFF: mask PNG, RLE or GeoJSON
