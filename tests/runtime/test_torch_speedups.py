@@ -216,14 +216,19 @@ def test_a_changed_private_signature_falls_back(speedups, monkeypatch, caplog):
     assert torch_speedups.installed() == {"copies": False, "batch_norm": False}
 
 
-def test_installed_where_work_starts_not_when_a_model_is_built(speedups, tmp_path):
-    from buildings.inference import load_checkpoints
+def test_installed_where_work_starts_not_when_a_model_is_built_or_loaded(speedups, tmp_path):
+    from buildings.inference import Predictor, load_checkpoints
     from buildings.models import build_model, load_model
+    from buildings.runtime import patched
 
     speedups(False)
     model = build_model("unet", filters=4, depth=1)
     model.save(tmp_path / "m.keras")
     load_model(tmp_path / "m.keras")
+    backends = load_checkpoints([tmp_path / "m.keras"])  # loading a checkpoint is no entry point
     assert torch_speedups.installed() == {"copies": False, "batch_norm": False}
-    load_checkpoints([tmp_path / "m.keras"])  # where prediction starts
+    with patched() as active:  # for a block, then gone
+        assert active["copies"] and torch_speedups.installed() == {"copies": True, "batch_norm": True}
+    assert torch_speedups.installed() == {"copies": False, "batch_norm": False}
+    Predictor(backends)  # where prediction starts
     assert torch_speedups.installed() == {"copies": True, "batch_norm": True}
