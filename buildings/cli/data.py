@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import click
 
-from buildings.cli.options import DATA_DIR_HELP
+from buildings.cli.options import bar, data_options
 from buildings.data.tfds import DATASETS
 from buildings.formats.rle import CONTEST_SHAPE
 
@@ -79,9 +78,7 @@ def data_import_labelme(source, out, labels, dataset, overwrite, allow_outside):
 
 
 @data.command("stats")
-@click.option("--data", "data_", default="tianchi_buildings", show_default=True,
-              help="Dataset name (under --data-dir) or folder.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
+@data_options
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
 def data_stats(data_, data_dir, as_json):
     """Counts, building-pixel fraction, empty tiles and per-channel mean/std of each split."""
@@ -89,8 +86,8 @@ def data_stats(data_, data_dir, as_json):
     from buildings.data.stats import dataset_stats
 
     total = sum(len(open_split(data_, s, data_dir)) for s in ("train", "validation", "test"))
-    with click.progressbar(length=total, label="reading", file=sys.stderr) as bar:
-        stats = dataset_stats(data_, data_dir=data_dir, progress=bar.update)
+    with bar(total, "reading") as progress:
+        stats = dataset_stats(data_, data_dir=data_dir, progress=progress.update)
     if as_json:
         click.echo(json.dumps(stats))
         return
@@ -109,9 +106,7 @@ def data_stats(data_, data_dir, as_json):
 
 
 @data.command("preview")
-@click.option("--data", "data_", default="tianchi_buildings", show_default=True,
-              help="Dataset name (under --data-dir) or folder.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
+@data_options
 @click.option("--split", default="train", show_default=True, help="Split to draw from (train, validation, test).")
 @click.option("--n", default=16, show_default=True, type=click.IntRange(1, 256), help="Images in the figure.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random choice of images.")
