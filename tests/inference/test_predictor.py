@@ -176,8 +176,14 @@ def test_wrong_checkpoints_are_refused(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoints([tmp_path / "none.keras"])
     (tmp_path / "junk.keras").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="not a loadable"):
+    with pytest.raises(CheckpointError, match=r"junk.keras: not a Keras checkpoint \(no zip signature: b'junk'\)"):
         load_checkpoints([tmp_path / "junk.keras"])
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.keras", "w") as archive:  # a zip, but no Keras model inside
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(CheckpointError, match="zip.keras: not a loadable .keras model"):
+        load_checkpoints([tmp_path / "zip.keras"])
     classifier = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
     classifier.save(tmp_path / "classifier.keras")
     with pytest.raises(CheckpointError, match="not a segmentation model"):
