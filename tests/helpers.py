@@ -77,6 +77,15 @@ def imported_after(*args: str) -> set[str]:
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the servers tests start listen there only)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # -- the command line in a child process with a file-size limit (a full disk the kernel enforces) ----------
 def run_limited(args, limit_bytes: int, cwd=ROOT):
     """The command line with a file-size limit: writing past ``limit_bytes`` fails with EFBIG."""

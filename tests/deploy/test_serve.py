@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import uuid
 import cv2
 import numpy as np
 import pytest
-from helpers import CRS, RECTANGLES, ROOT, TRANSFORM, brightness_model, truth_mask, write_raster
+from helpers import CRS, RECTANGLES, ROOT, TRANSFORM, brightness_model, free_port, truth_mask, write_raster
 
 pytest.importorskip("fastapi", reason="the [deploy] extra (fastapi, uvicorn) is not installed")
 pytest.importorskip("rasterio", reason="the [deploy] extra is not installed")
@@ -39,12 +38,6 @@ from buildings.inference import MaskRule, Postprocess, Predictor  # noqa: E402
 from buildings.inference.prediction import above  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 RULED = ["--min-area", "30", "--fill-holes"]  # the second server's rule flags

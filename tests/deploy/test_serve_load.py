@@ -25,7 +25,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from helpers import CRS, ROOT, TRANSFORM, brightness_model
+from helpers import CRS, ROOT, TRANSFORM, brightness_model, free_port
 
 pytest.importorskip("fastapi", reason="the [deploy] extra (fastapi, uvicorn) is not installed")
 pytest.importorskip("rasterio", reason="the [deploy] extra is not installed")
@@ -36,12 +36,6 @@ QUEUE = 24  # --queue: the 20 concurrent uploads all fit (1 running + 24)
 TIMEOUT = 2.0  # --body-timeout and --header-timeout
 UPLOAD_MB = 8
 RSS_GROWTH = 1.5 * 2 ** 30  # the most the server may grow over the bombs (bytes)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def memory(pid: int) -> dict:
