@@ -73,6 +73,7 @@ class FitConfig:
     use_multiprocessing: bool = False
     run_dir: str | None = None
     verbose: str | int = "auto"
+    devices: int | str | None = None  # data-parallel devices: N or "all" (buildings.training.distributed)
     folds: int | None = None  # k-fold: train on the training images outside fold `fold` (1..folds),
     fold: int | None = None   # validate on fold `fold` (buildings.data.splits.kfold_sources)
 
@@ -105,6 +106,9 @@ class FitConfig:
             raise ConfigError("--folds and --fold go together: --folds N --fold K trains fold K (1..N)")
         if self.folds is not None and not (self.folds >= 2 and 1 <= self.fold <= self.folds):
             raise ConfigError(f"--fold must be 1..--folds (at least 2 folds), got fold {self.fold} of {self.folds}")
+        if self.devices is not None and self.devices != "all" and not (isinstance(self.devices, int)
+                                                                        and self.devices >= 1):
+            raise ConfigError(f"devices must be a positive number or 'all', got {self.devices!r}")
         resolve_options(self.model, **self.model_kwargs())
 
     def model_kwargs(self) -> dict:

@@ -13,6 +13,20 @@ from buildings.config import ARCHITECTURES, AUGMENT_ON, AUGMENTATIONS, PRECISION
 from buildings.contract import STRIDE
 from buildings.task import BINARY_LOSSES, MULTICLASS_LOSSES
 
+
+class Devices(click.ParamType):
+    """``--devices``: a positive number or ``all``."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "all" or isinstance(value, int):
+            return value
+        if str(value).isdigit() and int(value) >= 1:
+            return int(value)
+        self.fail(f"expected a positive number or 'all', got {value!r}", param, ctx)
+
+
 # (flag name, FitConfig field, click type, help); defaults come from FitConfig.
 FIT_OPTIONS = [
     ("--model", "model", click.Choice(ARCHITECTURES), "Architecture."),
@@ -36,7 +50,8 @@ FIT_OPTIONS = [
      "training step, keras.ops), auto (device with a GPU, cpu without)."),
     ("--cutmix", "cutmix", click.FloatRange(0, 1), "Per-sample CutMix probability."),
     ("--precision", "precision", click.Choice(("auto", *PRECISIONS)), "Mixed precision."),
-    ("--encoder", "encoder", str, "keras.applications encoder (resnet50, efficientnetv2b0, ...; none)."),
+    ("--encoder", "encoder", str, "Encoder: efficientnet_lite0, _lite1, _lite2 (offline pretrained weights "
+     "shipped in the package), a keras.applications name (resnet50, efficientnetv2b0, ...), or none."),
     ("--encoder-weights", "encoder_weights", str, "imagenet, a local weights file, or none."),
     ("--freeze-encoder-epochs", "freeze_encoder_epochs", click.IntRange(0), "Train with the encoder frozen first."),
     ("--num-classes", "num_classes", click.IntRange(1),
@@ -50,6 +65,10 @@ FIT_OPTIONS = [
     ("--max-minutes", "max_minutes", click.FloatRange(0, min_open=True), "Stop after this wall-time budget."),
     ("--workers", "workers", click.IntRange(1), "Loader workers (threads)."),
     ("--run-dir", "run_dir", str, "Run directory [default: runs/<model>-<time>]."),
+    ("--devices", "devices", Devices(),
+     "Data-parallel training on N devices (or all): jax shards each step over the local devices "
+     "(keras.distribution); torch starts one process per device (torch.distributed, as torchrun "
+     "does). --batch-size is per device. [default: one device]"),
     ("--folds", "folds", click.IntRange(2),
      "k-fold: split the training images into N folds by a hash of their names (the validation split stays "
      "out, to tune and score the bag)."),
@@ -78,6 +97,7 @@ def _fit_options(function):
 def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags):
     """Train a model with model.fit on the active Keras backend (torch unless KERAS_BACKEND says
     otherwise), on the GPU when one is visible."""
+    import os
     import shlex
 
     from buildings.cli.options import given
@@ -89,10 +109,19 @@ def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags
         flags_given["tensorboard"] = True
     config = make_fit_config(flags=flags_given, model_options=model_option, config_file=config_file,
                              resume_dir=resume_dir)
-    say(f"backend {keras_device()}; model {config.model}; data {config.data}")
+    if "WORLD_SIZE" in os.environ and "devices" not in flags_given:
+        config.devices = None  # under torchrun its process count is the run's, whatever a resumed run had
+    launched = _launch_processes(config, resume_dir)
+    if launched is not None:
+        sys.exit(launched)
+    chief = distributed_rank() == 0
+    show = say if chief else (lambda line: None)
+    show(f"backend {keras_device()}; model {config.model}; data {config.data}")
     if resume_dir:
-        say(f"resuming {resume_dir} after epoch {RunDirectory(resume_dir).finished_epochs()} of {config.epochs}")
-    result = fit(config, resume=bool(resume_dir), command=shlex.join(sys.argv))
+        show(f"resuming {resume_dir} after epoch {RunDirectory(resume_dir).finished_epochs()} of {config.epochs}")
+    result = _fit_rank(fit, config, resume=bool(resume_dir), command=shlex.join(sys.argv), show=show)
+    if not chief:
+        return
     best = "n/a" if result.best_score is None else f"{result.best_score:.4f} (epoch {result.best_epoch})"
     if result.stop_reason:
         say(result.stop_reason)
@@ -100,7 +129,87 @@ def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags
     done = f"epochs {result.initial_epoch + 1}..{last}" if result.epochs_run else "no epoch left to run"
     click.echo(f"run {result.run_dir}: {done} of {config.epochs} in {result.wall_seconds:.0f} s; "
                f"best validation score {best}")
+    if result.best_score is not None:
+        say(next_commands(result.run_dir, config))
 
+
+def next_commands(run_dir, config) -> str:
+    """What to run after ``fit``: tune the post-processing on the validation split, then predict the
+    test split with it (the choice lands beside the checkpoint, where predict reads it)."""
+    import shlex
+
+    data = ["--data", config.data] + (["--data-dir", config.data_dir] if config.data_dir else [])
+    checkpoint = ["--checkpoint", f"{run_dir}/best.keras"]
+    tune = shlex.join(["buildings", "tune", *checkpoint, *data])
+    predict = shlex.join(["buildings", "predict", *checkpoint, *data, "--split", "test", "--out", "submission.csv"])
+    return f"next: {tune}\n  then: {predict}"
+
+
+def distributed_rank() -> int:
+    """This process's rank under torchrun (0 outside it)."""
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _launch_processes(config, resume_dir) -> int | None:
+    """``--devices N`` on torch outside torchrun: run this command in N processes (torch's elastic
+    launcher, as ``torchrun --standalone`` does) and return its exit status; None to train here."""
+    import os
+
+    if config.devices in (None, 1) or "WORLD_SIZE" in os.environ:
+        return None
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return None  # jax drives every device from this process; tensorflow refuses in fit
+    from buildings.training.distributed import launch_torch
+    from buildings.training.run_dir import RunDirectory
+
+    if config.devices == "all":
+        import torch
+
+        config.devices = max(torch.cuda.device_count(), 1)
+        if config.devices == 1:
+            return None
+    arguments = sys.argv[1:]
+    run_dir = resume_dir or config.run_dir
+    made = None
+    if run_dir is None:  # every rank must agree on the folder: name it here
+        made = RunDirectory.create(None, model=config.model)
+        run_dir = str(made.path)
+        arguments = [*arguments, "--run-dir", run_dir]
+    say(f"starting {config.devices} processes (torch.distributed; --batch-size is per process)")
+    status = launch_torch(arguments, config.devices, run_dir=run_dir, say=say)
+    if status and made is not None:
+        made._remove_if_empty()
+    return status
+
+
+def _fit_rank(fit, config, *, resume, command, show):
+    """``fit`` in this process; under torchrun, a rank whose peer died exits quietly with
+    ``LOST_PEER_EXIT`` (the launcher names the rank that failed)."""
+    import os
+
+    if "WORLD_SIZE" not in os.environ:
+        return fit(config, resume=resume, command=command)
+    import torch.distributed as dist
+
+    from buildings.training.distributed import LOST_PEER_EXIT
+
+    try:
+        return fit(config, resume=resume, command=command)
+    except (dist.DistError, RuntimeError) as err:
+        if not _lost_peer(err):
+            raise
+        show(f"rank {distributed_rank()}: lost a peer ({str(err).splitlines()[0][:120]})")
+        sys.exit(LOST_PEER_EXIT)
+
+
+def _lost_peer(err: BaseException) -> bool:
+    text = str(err).lower()
+    return any(word in text for word in ("connection closed", "connection reset", "broken pipe", "peer",
+                                         "timed out", "gloo", "nccl"))
 
 
 def keras_device() -> str:
@@ -116,8 +225,8 @@ def keras_device() -> str:
 @click.option("--out", type=click.Path(file_okay=False), default="buildings-demo", show_default=True,
               help="Folder for everything the demo writes (its previous run there is replaced).")
 @click.option("--epochs", type=click.IntRange(1), default=12, show_default=True, help="Training epochs.")
-@click.option("--minutes", type=click.FloatRange(0.1), default=5.0, show_default=True,
-              help="Stop training after the epoch that crosses this time budget.")
+@click.option("--max-minutes", "--minutes", "minutes", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Stop training after the epoch that crosses this time budget (fit's --max-minutes).")
 @click.option("--n", type=click.IntRange(16), default=64, show_default=True, help="Synthetic tiles.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the data, weights and augmentation.")
 def demo_command(out, epochs, minutes, n, seed):

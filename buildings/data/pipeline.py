@@ -122,18 +122,28 @@ class SegmentationBatches(keras.utils.PyDataset):
         mask_fill: value of padded mask pixels; default the source task's (0 for binary, 255 =
             ignored by the multi-class losses and metrics).
         workers, use_multiprocessing, max_queue_size: as ``keras.utils.PyDataset``.
+        shard: ``(index, count)``: training only, this process's slice of every global batch of
+            ``count * batch_size`` images when ``count`` processes train together
+            (``buildings.training.distributed``): every process shuffles with the same permutation,
+            and global batch ``i`` is the batch ``i`` one process would load with ``count *
+            batch_size``, crops and device augmentation included, so the shards of an epoch are
+            disjoint and together are what one process would see. CPU CutMix pairs samples within
+            a shard.
     """
 
     def __init__(self, source, batch_size: int = 8, *, image_size=None, augment: str = "none",
                  training: bool = False, seed: int = 0, cutmix: float = 0.0, resize_mode: str = "crop",
                  augment_on: str = "cpu", mask_fill: int | None = None, workers: int = 1,
-                 use_multiprocessing: bool = False, max_queue_size: int = 10):
+                 use_multiprocessing: bool = False, max_queue_size: int = 10, shard: tuple[int, int] = (0, 1)):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.source = source
         self.batch_size = batch_size
+        self.shard, self.shards = shard if training else (0, 1)
+        if not 0 <= self.shard < self.shards:
+            raise ConfigError(f"shard {shard}: expected (index, count) with 0 <= index < count")
         self.training = training
         self.seed = seed
         self.cutmix_p = cutmix
@@ -152,7 +162,8 @@ class SegmentationBatches(keras.utils.PyDataset):
         self.epoch = 0
         self.order = self._order(0)
         if len(self) == 0:
-            raise ConfigError(f"{len(source)} examples give no full batch of {batch_size}")
+            raise ConfigError(f"{len(source)} examples give no full batch of {batch_size}"
+                              + (f" on each of {self.shards} processes" if self.shards > 1 else ""))
 
     def _order(self, epoch: int) -> np.ndarray:
         if not self.training:
@@ -161,7 +172,7 @@ class SegmentationBatches(keras.utils.PyDataset):
 
     def __len__(self) -> int:
         n = len(self.source)
-        return n // self.batch_size if self.training else math.ceil(n / self.batch_size)
+        return n // (self.batch_size * self.shards) if self.training else math.ceil(n / self.batch_size)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -199,17 +210,24 @@ class SegmentationBatches(keras.utils.PyDataset):
         self.__dict__.update(state)
         self._local = threading.local()
 
+    def positions(self, index: int) -> range:
+        """The positions in this epoch's order that batch ``index`` loads (this shard's slice of
+        global batch ``index``); ``order[positions]`` are the source's indices."""
+        first = (index * self.shards + self.shard) * self.batch_size
+        return range(first, min(first + self.batch_size, len(self.order)))
+
     def __getitem__(self, index: int):
         if index >= len(self):
             raise IndexError(f"batch {index} out of range ({len(self)} batches)")
-        positions = range(index * self.batch_size, min((index + 1) * self.batch_size, len(self.order)))
+        positions = self.positions(index)
         pairs = [self.load(p) for p in positions]
         images, masks = pad_batch([p[0] for p in pairs], [p[1] for p in pairs], self.mask_fill)
         inputs = {"image": images}
         if self.device_augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index, 2])
-            inputs["augment"] = draw_augment_params(rng, len(images), images.shape[1], images.shape[2],
-                                                    self.device_augment, self.cutmix_p)
+            drawn = draw_augment_params(rng, len(images) * self.shards, images.shape[1], images.shape[2],
+                                        self.device_augment, self.cutmix_p)  # the global batch's, sliced
+            inputs["augment"] = drawn[self.shard * len(images): (self.shard + 1) * len(images)]
         elif self.training and self.cutmix_p > 0:
             cutmix(images, masks, np.random.default_rng([self.seed, self.epoch, index, 1]), self.cutmix_p)
         return inputs, masks[..., None]

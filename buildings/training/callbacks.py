@@ -22,7 +22,7 @@ class Throughput(keras.callbacks.Callback):
 
     def __init__(self, batch_size: int):
         super().__init__()
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # images a step, over every device
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
@@ -151,10 +151,16 @@ class RunCallbacks:
     ``verbose="auto"``: Keras's bar on a terminal, plain lines with rate and ETA
     (:class:`LineProgress`) in logs and CI; the run-time estimate whenever anything is shown."""
 
-    def __init__(self, config, *, monitor: str, log_dir, steps: int, first_epoch: int, accelerator: bool):
+    def __init__(self, config, *, monitor: str, log_dir, steps: int, first_epoch: int, accelerator: bool,
+                 replicas=None):
         self.config, self.monitor = config, monitor
-        self.callbacks = [keras.callbacks.TerminateOnNaN(), Throughput(config.batch_size)]
+        self.callbacks = [keras.callbacks.TerminateOnNaN()]
         self.budget = self.early = None
+        self.verbose = 0
+        if replicas is not None and not replicas.chief:
+            return  # rank 0 logs, times and decides when to stop (distributed.stop_together tells the others)
+        images = replicas.global_batch(config.batch_size) if replicas is not None else config.batch_size
+        self.callbacks.append(Throughput(images))
         if config.max_minutes:
             self.budget = TimeBudget(config.max_minutes, time.perf_counter())
             self.callbacks.append(self.budget)
@@ -167,7 +173,7 @@ class RunCallbacks:
         if self.verbose == "auto":  # Keras's bar on a terminal; plain lines with rate and ETA in logs and CI
             self.verbose = 1 if sys.stdout.isatty() else 0
             if not self.verbose:
-                self.callbacks.append(LineProgress(steps=steps, batch_size=config.batch_size, epochs=config.epochs))
+                self.callbacks.append(LineProgress(steps=steps, batch_size=images, epochs=config.epochs))
         if self.verbose != 0 or config.verbose == "auto":
             self.callbacks.append(RunEstimate(steps=steps, epochs=config.epochs, first_epoch=first_epoch,
                                               accelerator=accelerator))

@@ -15,6 +15,7 @@ from buildings.contract import round_up_to_stride
 from buildings.data.pipeline import SegmentationBatches
 from buildings.data.splits import SplitSource, kfold_sources, open_split
 from buildings.task import Task
+from buildings.training.distributed import ONE_DEVICE, Replicas
 
 __all__ = ["Batches", "TrainingData"]
 
@@ -25,7 +26,7 @@ class Batches:
     images by default); ``steps``: training steps per epoch."""
 
     train: SegmentationBatches
-    validation: SegmentationBatches
+    validation: SegmentationBatches | None  # None on the ranks that do not validate
     steps: int
 
 
@@ -49,19 +50,28 @@ class TrainingData:
         """What the masks label (binary or N named classes): the training split's."""
         return self.train.task
 
-    def batches(self, config: FitConfig, model, *, accelerator: bool) -> Batches:
+    def batches(self, config: FitConfig, model, *, accelerator: bool, replicas: Replicas = ONE_DEVICE) -> Batches:
         """The loaders for ``config`` (final: see ``buildings.config.resolve_fit_config``);
-        ``model`` sizes the validation batches when ``eval_batch_size`` is not given."""
+        ``model`` sizes the validation batches when ``eval_batch_size`` is not given. With several
+        ``replicas``, this process loads its shard of each global batch (``batch_size`` per
+        device), and only rank 0 validates (None elsewhere)."""
         loader = {"workers": config.workers, "use_multiprocessing": config.use_multiprocessing}
-        train = SegmentationBatches(self.train, config.batch_size, image_size=config.image_size, augment=config.aug,
+        train = SegmentationBatches(self.train, replicas.process_batch(config.batch_size), image_size=config.image_size,
+                                    augment=config.aug, shard=(replicas.rank, replicas.processes),
                                     training=True, seed=config.seed, cutmix=config.cutmix,
                                     resize_mode=config.resize_mode, augment_on=config.augment_on_for(accelerator),
                                     **loader)
         val_size = None if config.resize_mode == "crop" else config.image_size
         validation = SegmentationBatches(self.validation, config.eval_batch_size or
                                          _eval_batch_size(model, self.validation, val_size),
-                                         image_size=val_size, **loader)
+                                         image_size=val_size, **loader) if _validates(replicas) else None
         return Batches(train, validation, steps=min(len(train), config.steps_per_epoch or len(train)))
+
+
+def _validates(replicas: Replicas) -> bool:
+    """torch.distributed validates on rank 0 alone (the same score as one process on the same weights);
+    a jax run's validation is one program over every process."""
+    return replicas.chief or replicas.engine == "jax"
 
 
 def _eval_batch_size(model, source, image_size) -> int:

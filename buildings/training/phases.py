@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from buildings.models import get_encoder
 from buildings.training.callbacks import EpochCommit
+from buildings.training.distributed import ONE_DEVICE, Replicas
 
 __all__ = ["Phase", "plan_phases", "train_phases"]
 
@@ -35,7 +36,8 @@ def plan_phases(epochs: int, freeze_epochs: int) -> list[Phase]:
     return [Phase(0, 0, freeze_epochs, False), Phase(1, freeze_epochs, epochs, True)]
 
 
-def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose) -> int:
+def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose,
+                 replicas: Replicas = ONE_DEVICE) -> int:
     """Train ``trainer`` (a ``TrainingModel``) through the phases left after ``state`` (the last
     committed epoch, None from the start), committing every epoch to ``run``; ``callbacks`` run in
     every phase before the commit. Returns the epochs trained; stops early when a callback stops
@@ -51,17 +53,18 @@ def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose)
             encoder.trainable = phase.encoder_trainable
         begin = max(phase.first, start)
         objective.compile(trainer)
-        if begin == start and state is not None:  # the first phase of a resumed run
+        if begin == start and state is not None and replicas.chief:  # the first phase of a resumed run
             _restore(trainer, run, state, phase.index, done_steps=begin * steps)
-        elif begin:  # a later phase of this call: the weights are in memory, the step count continues
+        elif begin:  # a later phase of this call (weights in memory), or a rank that receives rank 0's
             trainer.optimizer.build(trainer.trainable_variables)
             trainer.optimizer.iterations.assign(begin * steps)
+        replicas.prepare(trainer)
         batches.train.set_epoch(begin)
         # Last, so an epoch is committed only with everything the other callbacks added to its logs.
-        commit = EpochCommit(run, phase=phase.index, monitor=objective.monitor, export=trainer.model)
+        commit = [EpochCommit(run, phase=phase.index, monitor=objective.monitor, export=trainer.model)]
         history = trainer.fit(batches.train, validation_data=batches.validation, epochs=phase.last,
-                              initial_epoch=begin, steps_per_epoch=steps, callbacks=[*callbacks, commit],
-                              verbose=verbose)
+                              initial_epoch=begin, steps_per_epoch=steps,
+                              callbacks=[*callbacks, *(commit if replicas.chief else [])], verbose=verbose)
         epochs_run += len(history.epoch)
         if trainer.stop_training:
             break

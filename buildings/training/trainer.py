@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from buildings.runtime import install_patches
 from buildings.runtime.device import accelerator_available, describe_device
 from buildings.training.callbacks import RunCallbacks
 from buildings.training.data import TrainingData
+from buildings.training.distributed import Replicas, replicas_for, start, stop_together
 from buildings.training.objective import TrainingObjective
 from buildings.training.phases import train_phases
 from buildings.training.run_dir import RunDirectory, git_commit, package_versions
@@ -59,24 +61,47 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
     extra Keras callbacks, run after the package's own in every training phase.
     """
     config.check()
-    with RunDirectory.for_fit(config.run_dir, resume=resume, model=config.model) as run:
+    replicas = start(replicas_for(config.devices, keras.backend.backend()))
+    with _run_directory(config, resume, replicas) as run:
         machine = _Machine.set_up(config)
         data = TrainingData.open(config)
         config = resolve_fit_config(config, data.train, run_dir=run.path)
         model = build_model(config.model, **config.model_kwargs())
-        batches = data.batches(config, model, accelerator=machine.accelerator)
-        run.write_config(_run_record(config, machine, data, model, command))
-        state = run.start(resume=resume)
+        batches = data.batches(config, model, accelerator=machine.accelerator, replicas=replicas)
+        if replicas.chief:
+            if replicas.distributed:
+                print(replicas.describe(config.batch_size), flush=True)
+            run.write_config(_run_record(config, machine, data, model, command, replicas))
+        state = replicas.share(run.start(resume=resume) if replicas.chief else None)
         first_epoch = state.epoch if state else 0
         objective = TrainingObjective(config, data.task, batches.steps)
         own = RunCallbacks(config, monitor=objective.monitor, log_dir=run.path / "logs", steps=batches.steps,
-                           first_epoch=first_epoch, accelerator=machine.accelerator)
+                           first_epoch=first_epoch, accelerator=machine.accelerator, replicas=replicas)
+        together = [c for c in [stop_together(replicas)] if c is not None]
         started = time.perf_counter()
         epochs_run = train_phases(TrainingModel(model), objective, batches, run, state=state,
-                                  callbacks=[*own.callbacks, *callbacks], verbose=own.verbose)
+                                  callbacks=[*own.callbacks, *callbacks, *together], verbose=own.verbose,
+                                  replicas=replicas)
         wall = time.perf_counter() - started
+        stop_reason = own.stop_reason(first_epoch + epochs_run)
+        if not replicas.chief:  # rank 0 writes the summary; the others report what they trained
+            return RunResult(run_dir=run.path, best_score=None, monitor=objective.monitor, best_epoch=None,
+                             epochs_run=epochs_run, initial_epoch=first_epoch, wall_seconds=wall, summary={},
+                             stop_reason=stop_reason)
         return _summarise(run, objective.monitor, machine, resume=resume, first_epoch=first_epoch,
-                          epochs_run=epochs_run, wall=wall, stop_reason=own.stop_reason(first_epoch + epochs_run))
+                          epochs_run=epochs_run, wall=wall, stop_reason=stop_reason)
+
+
+@contextmanager
+def _run_directory(config: FitConfig, resume: bool, replicas: Replicas):
+    """The run's directory: opened (made, or reopened to resume) by rank 0, whose path the other
+    ranks receive; only rank 0 writes in it."""
+    if replicas.chief:
+        with RunDirectory.for_fit(config.run_dir, resume=resume, model=config.model) as run:
+            replicas.share(str(run.path))
+            yield run
+    else:
+        yield RunDirectory(replicas.share(None))
 
 
 @dataclass(frozen=True)
@@ -100,13 +125,15 @@ class _Machine:
         return cls(device, accelerator, precision, patches)
 
 
-def _run_record(config: FitConfig, machine: _Machine, data: TrainingData, model, command) -> dict:
-    """config.json: the final options and what else reproduces the run (see ``run_dir``)."""
+def _run_record(config: FitConfig, machine: _Machine, data: TrainingData, model, command,
+                replicas: Replicas) -> dict:
+    """config.json: the final options and what else reproduces the run (see ``run_dir``); ``replicas``:
+    the devices and processes, and the batch per device and per step."""
     return {"options": dataclasses.asdict(config), "backend": keras.backend.backend(), "device": machine.device,
             "precision_policy": PRECISIONS[machine.precision], "versions": package_versions(),
             "git_commit": git_commit(), "keras_patches": machine.patches, "command": command,
             "train_images": len(data.train), "validation_images": len(data.validation),
-            "parameters": model.count_params()}
+            "parameters": model.count_params(), "replicas": replicas.record(config.batch_size)}
 
 
 def _summarise(run: RunDirectory, monitor: str, machine: _Machine, *, resume: bool, first_epoch: int,

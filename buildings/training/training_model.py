@@ -12,6 +12,11 @@ workers (``buildings.data.augment``). :class:`TrainingModel` then, inside the tr
 The segmentation model itself stays the plain functional model that checkpoints hold (the run
 directory saves ``TrainingModel.model``); the wrapper only lives during training. Validation batches
 carry no parameters, so they are only normalised.
+
+With torch.distributed (``buildings.training.distributed``), :meth:`TrainingModel.replicate` gives
+it the ``DistributedDataParallel`` wrapper of the model, which the training forward pass goes
+through (its backward pass averages the gradients over ranks), and the function that sums the
+metric states over ranks before a training step's logs are read.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ class TrainingModel(keras.Model):
         super().__init__(name=f"{model.name}_training", **kwargs)
         self.model = model
         self.built = True  # every variable is the inner model's, already built
+        self.replicate(None)
+
+    def replicate(self, replicated, *, reduce_metrics=None) -> None:
+        """Train through ``replicated`` (a DDP wrapper of ``self.model``; None: the model itself),
+        with the training metrics' states reduced by ``reduce_metrics`` (variables -> values)."""
+        # object.__setattr__: neither Keras nor torch may track the wrapper (it holds this model's weights)
+        object.__setattr__(self, "_replicated", replicated)
+        object.__setattr__(self, "_reduce_metrics", reduce_metrics)
+        object.__setattr__(self, "_in_train_step", False)
 
     @staticmethod
     def _unpack(inputs):
@@ -46,7 +60,26 @@ class TrainingModel(keras.Model):
         if training and params is not None:
             x = augment_images(x, params)
         x = standardise(x, ops)
-        return self.model(x, training=training)
+        model = self._replicated if training and self._replicated is not None else self.model
+        return model(x, training=training)
+
+    def train_step(self, *args, **kwargs):
+        if self._reduce_metrics is None:
+            return super().train_step(*args, **kwargs)
+        object.__setattr__(self, "_in_train_step", True)
+        try:
+            return super().train_step(*args, **kwargs)
+        finally:
+            object.__setattr__(self, "_in_train_step", False)
+
+    def get_metrics_result(self):
+        """Keras's, except inside a distributed torch training step: the metric states summed over
+        ranks first (validation runs on rank 0 alone and reads its own)."""
+        if self._reduce_metrics is None or not self._in_train_step:
+            return super().get_metrics_result()
+        variables = self.metrics_variables
+        with keras.StatelessScope(state_mapping=list(zip(variables, self._reduce_metrics(variables)))):
+            return super().get_metrics_result()
 
     def _targets(self, x, y):
         _, params = self._unpack(x)
