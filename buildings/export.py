@@ -18,7 +18,9 @@ speed-ups (``runtime.torch_speedups.suspended``), whatever the calling process i
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import warnings
 from pathlib import Path
 
 from buildings.errors import ConfigError, OutputError
@@ -29,6 +31,31 @@ __all__ = ["FORMATS", "export_checkpoint"]
 FORMATS = {"onnx": ".onnx", "saved_model": "", "torch": ".pt2"}
 SAMPLE = 256  # side of the traced image; any multiple of 32 works at run time
 ONNX_OPSET = 17
+
+
+@contextlib.contextmanager
+def _quiet_tracer():
+    """The TorchScript exporter's warnings that say nothing about this export, silenced:
+
+    * ``TracerWarning`` "Converting a tensor to a Python integer/boolean might cause the trace to be
+      incorrect": Keras's torch backend reads shapes and compares them in Python (a kernel's channel
+      check, "same" padding, a resize's size), so the trace keeps those values as constants. For
+      these models they are the channel counts and the layer's own settings, the same at every image
+      size; the height and width are declared dynamic and stay so. The export test checks exactly
+      what the warning fears: the ONNX logits match Keras's on sizes other than the traced one
+      (tests/deploy/test_export.py).
+    * ``UserWarning`` "Constant folding - Only steps=1 can be constant folded": an optimisation the
+      exporter skips for a Slice whose step is not 1 (DeepLabV3+ has one); the graph computes the
+      same without it.
+
+    Any other warning still shows."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1 can be constant folded",
+                                category=UserWarning)
+        yield
 
 
 def _onnx_torch(model, path: Path) -> None:
@@ -44,7 +71,7 @@ def _onnx_torch(model, path: Path) -> None:
     try:
         for t in tensors:
             t.requires_grad_(False)
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_tracer():
             torch.onnx.export(model, (sample,), str(path), input_names=["image"], output_names=["logits"],
                               dynamic_axes={"image": dynamic, "logits": dynamic}, opset_version=ONNX_OPSET,
                               dynamo=False)

@@ -8,20 +8,25 @@ Routes
 * ``GET /health``            ``{"status": "ok", "models": [...], "num_classes": 1, "tta": ..., "threshold": ...,
   "rule": "threshold 0.5, min-area 30, fill holes", "postprocess": "min-area 30, fill holes", "min_area": 30,
   "fill_holes": true, "empty_below_area": 0, "empty_below_peak": 0.0, "vote": false, "max_upload_bytes": ...,
-  "max_pixels": ..., "queue": {"slots": 1, "limit": 8, "busy": 0}}``: answered on the event loop from
-  what is known at start-up (it touches neither the model nor its lock), so it stays fast under load.
+  "max_pixels": ..., "sample": {"label": ..., "synthetic": false}, "queue": {"slots": 1, "limit": 8, "busy": 0}}``:
+  answered on the event loop from what is known at start-up (it touches neither the model nor its
+  lock), so it stays fast under load.
 * ``POST /predict``          multipart field ``file`` (a JPEG / PNG / BMP / TIFF image, or a GeoTIFF or
   BigTIFF), query ``format`` = ``png`` (mask PNG, 0/255), ``rle`` (JSON: the contest RLE, height, width,
   building pixels), ``geojson`` (one polygon per building: map coordinates and the CRS for a GeoTIFF, pixel
   coordinates — x right, y down — for a plain image; properties named as ``buildings predict
-  --vectorize`` names them: ``area_m2`` in a projected CRS, else ``area`` in CRS units² or pixels²,
-  ``pixels``, ``mean_probability``) or ``probability`` (8-bit PNG of the building probability, what
-  the page previews with); ``threshold`` overrides the served one.
+  --vectorize`` names them, ``geo.vectorize.feature_properties``: ``area_m2`` for an image with a
+  CRS, ``pixels`` (a plain image's only area), ``mean_probability``) or ``probability`` (8-bit PNG of
+  the building probability, what the page previews with); ``threshold`` overrides the served one.
 * ``GET /``                  the page: pick an image, see the buildings over it, move the threshold:
   the mask shown is the API's own (``format=png`` at the slider's threshold, post-processing
   included), with a raw-threshold preview, labelled as such, while the slider moves; download the mask PNG.
-* ``GET /sample.png``        a synthetic aerial scene made by the project (``data.synth``), so the
-  page can be tried without data (``/?sample=1`` loads it at once).
+* ``GET /sample.png``        the page's sample (:func:`find_sample`, chosen at start-up; ``/?sample=1``
+  loads it at once; ``/health``'s ``sample`` says what it is): a validation tile of the dataset the
+  model was trained on, named by the run's ``config.json`` beside the checkpoint, when that dataset
+  is here; else, as a last resort, a synthetic scene made by the project (``data.synth``), labelled
+  "synthetic sample: not like real imagery" (a model trained on real imagery may see buildings all
+  over it).
 No ``/docs``, ``/redoc`` or ``/openapi.json``: FastAPI's docs pages load their JavaScript from a CDN.
 
 What one request cannot do (each refusal is one ``detail`` line naming the upload, never a server path):
@@ -78,8 +83,8 @@ import numpy as np
 from buildings.errors import BuildingsError, ConfigError, shorten
 from buildings.serve_page import PAGE
 
-__all__ = ["MAX_PIXELS", "PAGE", "RecentProbabilities", "check_exposure", "create_app", "image_size",
-           "is_loopback", "serve"]
+__all__ = ["MAX_PIXELS", "PAGE", "SYNTHETIC_LABEL", "RecentProbabilities", "Sample", "check_exposure", "create_app",
+           "find_sample", "image_size", "is_loopback", "serve", "synthetic_sample"]
 
 CHUNK = 1 << 20
 MAX_PIXELS = 8192 * 8192  # default pixel budget (67,108,864): ~0.2 GB as RGB, ~1 GB at the model's peak
@@ -593,13 +598,75 @@ async def _receive_upload(request, *, limit: int, timeout: float, drain_seconds:
     return name(), upload.data
 
 
+# -- the page's sample: a tile of the model's own data ------------------------------------------------
+SYNTHETIC_LABEL = "synthetic sample: not like real imagery"
+SAMPLE_SEARCH = 256  # validation tiles looked at, at most, for one with buildings (start-up stays short)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """The image ``GET /sample.png`` answers (``png``), what the page says it is (``label``), and
+    for a synthetic one why no tile of the model's data could be used (``reason``, for the log)."""
+
+    png: bytes
+    label: str
+    synthetic: bool
+    reason: str | None = None
+
+    def describe(self) -> dict:
+        """What ``/health`` says of it."""
+        return {"label": self.label, "synthetic": self.synthetic}
+
+
+def synthetic_sample(reason: str | None = None) -> Sample:
+    """The last resort: a synthetic scene (``data.synth``, seeded), labelled :data:`SYNTHETIC_LABEL`."""
+    from buildings.data.synth import synth_scene
+
+    image, _ = synth_scene(np.random.default_rng(7), 512, p_empty=0.0)  # BGR, as OpenCV writes
+    return Sample(_png(image), SYNTHETIC_LABEL, synthetic=True, reason=reason)
+
+
+def find_sample(checkpoint) -> Sample:
+    """The page's sample for ``checkpoint``: the first validation tile with buildings in its truth
+    (else the first) of the dataset that the run's ``config.json`` beside it names (``options.data``
+    and ``options.data_dir``, as ``buildings fit`` recorded them: ``training.run_dir``), opened
+    with ``data.splits.open_split``; when there is no such file or dataset, :func:`synthetic_sample`
+    saying why."""
+    from pathlib import Path
+
+    from buildings.config import load_run_config
+    from buildings.data.splits import decode_record, open_split, record_name
+
+    config = Path(checkpoint).parent / "config.json"
+    if not config.is_file():
+        return synthetic_sample(f"no run config.json beside {checkpoint} to name the model's dataset")
+    try:
+        options = load_run_config(config)
+        source = open_split(options.data, "validation", options.data_dir)
+        chosen = None
+        for index in range(min(len(source), SAMPLE_SEARCH)):
+            image, truth = decode_record(source[index])
+            if chosen is None or (source.task.binary and truth.any()):
+                chosen = (record_name(source[index]), image, truth)
+            if not source.task.binary or truth.any():
+                break
+    except BuildingsError as err:
+        return synthetic_sample(f"the dataset {config} names is not usable here: {err}")
+    name, image, truth = chosen
+    label = f"sample: validation tile {name} of {source.label}, the model's own data"
+    if source.task.binary:
+        label += f" ({100 * float(np.mean(truth > 0)):.1f} % building in its truth)"
+    return Sample(_png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), label, synthetic=False)
+
+
 def create_app(predictor, *, max_upload_bytes: int = 50 << 20, max_pixels: int = MAX_PIXELS, workers: int = 1,
                queue: int = 8, body_timeout: float = 30.0, token: str | None = None,
-               allowed_hosts=LOOPBACK_NAMES, port: int | None = None):
+               allowed_hosts=LOOPBACK_NAMES, port: int | None = None, sample: Sample | None = None):
     """The FastAPI app serving ``predictor`` (a :class:`~buildings.inference.Predictor`) with its
     rule (``predictor.rule``: threshold and post-processing; a request's ``threshold`` replaces the
     threshold only). The limits are the module docstring's; ``port``: the one ``Host`` headers
-    name with the allowed names (None: any)."""
+    name with the allowed names (None: any); ``sample``: the page's (:func:`find_sample`; None:
+    the synthetic one)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.requests import ClientDisconnect
@@ -609,6 +676,7 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20, max_pixels: int =
     rule = predictor.rule
     threshold = rule.threshold
     task = predictor.task
+    sample = sample or synthetic_sample()
     lock = threading.Lock()
     recent = RecentProbabilities()
     admission = Admission(workers, queue)
@@ -627,7 +695,8 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20, max_pixels: int =
     health_answer = {"status": "ok", "models": [m.name for m in predictor.models], "num_classes": task.num_classes,
                      "tta": predictor.tta, "threshold": threshold, "rule": rule.describe(),
                      "postprocess": rule.postprocess.describe(), **dataclasses.asdict(rule.postprocess),
-                     "vote": rule.majority, "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels}
+                     "vote": rule.majority, "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
+                     "sample": sample.describe()}
 
     @app.get("/health")
     async def health():
@@ -639,11 +708,8 @@ def create_app(predictor, *, max_upload_bytes: int = 50 << 20, max_pixels: int =
         return PAGE.replace("__THRESHOLD__", f"{threshold:g}")
 
     @app.get("/sample.png")
-    def sample():
-        from buildings.data.synth import synth_scene
-
-        image, _ = synth_scene(np.random.default_rng(7), 512, p_empty=0.0)  # BGR, as OpenCV writes
-        return Response(_png(image), media_type="image/png")
+    def sample_png():
+        return Response(sample.png, media_type="image/png")
 
     def work(data: bytearray, name: str, format: str, threshold_):
         """Everything heavy, in a worker thread: hash, decode, model, rule, encoding the answer."""
@@ -812,13 +878,14 @@ def _protocol(header_timeout: float):
 def serve(predictor, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 50.0,
           max_pixels: int = MAX_PIXELS, queue: int = 8, token: str | None = None, allow_hosts=(),
           body_timeout: float = 30.0, header_timeout: float = 10.0, keep_alive: float = 5.0,
-          max_connections: int = 256) -> None:
-    """Serve ``predictor`` until interrupted (call :func:`check_exposure` first)."""
+          max_connections: int = 256, sample: Sample | None = None) -> None:
+    """Serve ``predictor`` until interrupted (call :func:`check_exposure` first); ``sample``: the
+    page's (:func:`find_sample`)."""
     import uvicorn
 
     app = create_app(predictor, max_upload_bytes=int(max_upload_mb * (1 << 20)), max_pixels=max_pixels,
                      queue=queue, body_timeout=body_timeout, token=token or None,
-                     allowed_hosts=served_hosts(host, allow_hosts), port=port)
+                     allowed_hosts=served_hosts(host, allow_hosts), port=port, sample=sample)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", http=_protocol(header_timeout), ws="none",
                             timeout_keep_alive=keep_alive, h11_max_incomplete_event_size=HEADER_BYTES,
                             limit_concurrency=max_connections, server_header=False)

@@ -1,5 +1,8 @@
-"""The one page ``buildings serve`` shows: pick an image (or the sample scene), see the buildings
-over it, move the threshold, download the mask.
+"""The one page ``buildings serve`` shows: pick an image (or the sample), see the buildings over
+it, move the threshold, download the mask. The sample is ``GET /sample.png``, and the line beside its
+button (``#sample-label``) says what it is, from ``/health``'s ``sample``: a validation tile of the
+model's own data, or the synthetic scene, labelled "synthetic sample: not like real imagery"
+(``document.body.dataset.sample`` is ``dataset`` or ``synthetic``).
 
 The mask the page shows is the API's own: when the threshold slider settles (``change``, or 300 ms
 after the last ``input``) it posts the image to ``/predict?format=png&threshold=t`` and draws that
@@ -29,6 +32,8 @@ PAGE = """<!doctype html>
   #status.preview { color: #8a5a00; }
   #download:not([href]) { color: #999; pointer-events: none; }
   canvas { max-width: 100%; border: 1px solid #999; background: #ddd; }
+  #sample-label { font-size: 13px; color: #555; }
+  #sample-label.synthetic { color: #8a5a00; font-weight: 600; }
   .legend span { display: inline-block; width: 12px; height: 12px; background: rgb(0, 220, 255);
                  opacity: 0.75; vertical-align: middle; margin-right: 4px; }
 </style>
@@ -37,14 +42,15 @@ PAGE = """<!doctype html>
 <h1>buildings &mdash; building masks from an aerial image</h1>
 <div class="controls">
   <input type="file" id="file" accept="image/*,.tif,.tiff">
-  <button id="sample" type="button">Try a sample scene</button>
+  <button id="sample" type="button">Try the sample</button>
+  <span id="sample-label">sample: asking the server ...</span>
   <label>threshold <input type="range" id="threshold" min="0.01" max="0.99" step="0.01" value="__THRESHOLD__">
     <output id="tvalue">__THRESHOLD__</output></label>
   <a id="download" download="mask.png">Download mask (PNG)</a>
   <span class="legend"><span></span>building</span>
 </div>
 <div id="rule">served rule: asking the server ...</div>
-<div id="status">Pick an image (JPEG, PNG, GeoTIFF) or try the sample scene.</div>
+<div id="status">Pick an image (JPEG, PNG, GeoTIFF) or try the sample.</div>
 <canvas id="view" width="512" height="512"></canvas>
 <script>
 const $ = (id) => document.getElementById(id);
@@ -190,6 +196,9 @@ async function start() {
   threshold = health.threshold;
   $("tvalue").textContent = formatted(threshold);
   $("rule").textContent = `served rule: ${health.rule} (the slider changes the threshold only)`;
+  $("sample-label").textContent = health.sample.label;
+  $("sample-label").className = health.sample.synthetic ? "synthetic" : "";
+  document.body.dataset.sample = health.sample.synthetic ? "synthetic" : "dataset";
   if (health.vote) {  // a vote's ballots are cast at the served threshold: a request cannot change it
     $("threshold").disabled = true;
     $("rule").textContent += "; a majority vote of the models, at their served threshold: the slider is off";

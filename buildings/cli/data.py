@@ -45,6 +45,8 @@ def data_build(manual_dir, dataset, data_dir, config, num_classes, validation_pe
                   validation_percent=validation_percent, overwrite=overwrite)
     click.echo(f"already built: {built.path} (kept as it is; --overwrite rebuilds it)" if built.kept
                else f"built {built.path}")
+    click.echo(f"splits: {built.describe_splits()}")
+    click.echo(built.validation_rule)
 
 
 @data.command("import-labelme")

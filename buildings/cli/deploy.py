@@ -62,8 +62,10 @@ def export_command(checkpoint, fmt, out):
 def serve_command(ctx, **options):
     """Serve a checkpoint: an HTTP API (POST /predict an image or GeoTIFF: mask PNG, RLE or GeoJSON
     polygons; GET /health) and a web page at / to try it (upload, overlay, threshold, download), with
-    the same rule as `buildings predict` (the tuned postprocess.json, the options given overriding it)."""
-    from buildings.serve import check_exposure, serve, served_hosts
+    the same rule as `buildings predict` (the tuned postprocess.json, the options given overriding it).
+    The page's sample is a validation tile of the model's own dataset (named by the run's config.json
+    beside the checkpoint) when it is here, else a synthetic scene, labelled as such."""
+    from buildings.serve import check_exposure, find_sample, serve, served_hosts
 
     token = options["token"] or None
     warning = check_exposure(options["host"], token, options["no_auth"])  # before loading anything or binding
@@ -75,10 +77,12 @@ def serve_command(ctx, **options):
     say(f"serving {', '.join(options['checkpoints'])} on http://{url_host}:{port}/"
         + (f" (bearer token required; the page: http://{url_host}:{port}/#token=<token>)" if token else ""))
     say(f"Host names served: {', '.join(served_hosts(host, options['allow_hosts']))} (more with --allow-host)")
+    sample = find_sample(options["checkpoints"][0])
+    say(f"the page's {sample.label}" + (f" ({sample.reason})" if sample.reason else ""))
     serve(predictor, host=host, port=port, max_upload_mb=options["max_upload_mb"], max_pixels=options["max_pixels"],
           queue=options["queue"], token=token, allow_hosts=options["allow_hosts"],
           body_timeout=options["body_timeout"], header_timeout=options["header_timeout"],
-          max_connections=options["max_connections"])
+          max_connections=options["max_connections"], sample=sample)
 
 
 COMMANDS = [export_command, serve_command]

@@ -143,8 +143,9 @@ def predictor_options(function):
     """The checkpoints and how they predict: ensemble, TTA, tiling, batches."""
     return _apply(function, [
         click.option("--checkpoint", "checkpoints", multiple=True, required=True,
-                     type=click.Path(dir_okay=False), help="A .keras checkpoint (or an exported .onnx); repeat "
-                                                           "for an ensemble."),
+                     type=click.Path(dir_okay=False), metavar="MODEL",
+                     help="A checkpoint: a .keras model, or a .onnx file `buildings export` wrote (run through "
+                          "onnxruntime); repeat for an ensemble."),
         click.option("--weights", type=FloatList(), default=None,
                      help="Ensemble weights, comma-separated (default equal)."),
         click.option("--vote", is_flag=True, help="Ensemble by per-pixel majority vote instead of mean."),

@@ -34,9 +34,13 @@ from buildings.cli.options import bar, data_options, open_predictor, predictor_o
                    "each band's 2-98 percentiles (said on stderr).")
 @click.option("--vectorize", type=click.Path(dir_okay=False), default=None,
               help="GeoTIFF input: write one polygon per building (.gpkg or .geojson) in the raster's CRS, "
-                   "with area_m2 (m² when projected) and mean probability; --min-area drops small ones.")
+                   "with area_m2 (m² on the ground, projected or geographic CRS), pixels and mean probability; "
+                   "--min-area drops small ones.")
 @click.option("--simplify", type=click.FloatRange(0), default=1.0, show_default=True,
               help="--vectorize: outline simplification tolerance, in pixels (0 keeps the pixel staircase).")
+@click.option("--block", type=click.IntRange(64), default=2048, show_default=True,
+              help="GeoTIFF input: the side of the blocks it is streamed through (each read with --overlap of "
+                   "halo); memory follows it.")
 @click.pass_context
 def predict_command(ctx, **options):
     """Predict masks and write the contest submission: the Tianchi RLE file (test split in
@@ -87,9 +91,10 @@ def _predict_geotiff(ctx, options) -> None:
     bands = parse_bands(options["bands"])
     predictor = open_predictor(ctx, **options)
     mask_out = Path(save_masks) / (Path(image).stem + ".tif") if save_masks else None
-    with bar(block_count(image), "predicting", unit="blocks") as progress:
+    with bar(block_count(image, options["block"]), "predicting", unit="blocks") as progress:
         report = predict_raster(predictor, image, bands=bands, mask_out=mask_out, vectorize_out=vectorize,
-                                simplify=options["simplify"], progress=progress.update, log=say)
+                                simplify=options["simplify"], block=options["block"], progress=progress.update,
+                                log=say)
     wrote = [str(p) for p in (mask_out, vectorize) if p]
     click.echo(report.describe() + f"; wrote {', '.join(wrote)}")
 

@@ -11,6 +11,7 @@ raster's size.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,16 +117,31 @@ class BuildingPolygons:
         return out
 
 
+EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG): a geographic CRS's degrees on the ground
+
+
 def feature_properties(feature: dict, crs) -> dict:
-    """A building's attributes, the one place they are named: ``area_m2`` when ``crs`` is projected
-    (else ``area``, in CRS units², or pixels² without a CRS) — the detected pixels' area, not the
-    simplified outline's —, ``pixels``, ``mean_probability`` (4 decimals). ``buildings predict
-    --vectorize`` writes them, ``buildings serve`` answers them."""
-    factor, area_name = 1.0, "area"
-    if crs is not None and crs.is_projected:
-        factor, area_name = crs.linear_units_factor[1] ** 2, "area_m2"
-    return {area_name: float(feature["area"] * factor), "pixels": int(feature["pixels"]),
+    """A building's attributes, the one place they are named (``buildings predict --vectorize``
+    writes them, ``buildings serve`` answers them): ``area_m2``, the detected pixels' area on the
+    ground — not the simplified outline's —, for a raster with a CRS (a projected CRS's linear unit
+    converted to metres; a geographic CRS's degrees on a sphere of :data:`EARTH_RADIUS_M` at the
+    building's latitude, within 0.5 % of the ellipsoid); ``pixels``, which is the only area of an
+    image without a CRS; ``mean_probability`` (4 decimals). One name, one unit: there is no area
+    in other units under another name."""
+    properties = {}
+    if crs is not None and (crs.is_projected or crs.is_geographic):
+        properties["area_m2"] = float(feature["area"] * _square_metres(feature, crs))
+    return {**properties, "pixels": int(feature["pixels"]),
             "mean_probability": round(float(feature["mean_probability"]), 4)}
+
+
+def _square_metres(feature: dict, crs) -> float:
+    """Square metres in one square unit of ``crs`` where ``feature`` lies."""
+    if crs.is_projected:
+        return crs.linear_units_factor[1] ** 2
+    radians = crs.units_factor[1]  # a degree (or grad) in radians
+    latitude = feature["geometry"].centroid.y * radians if "geometry" in feature else 0.0
+    return (radians * EARTH_RADIUS_M) ** 2 * math.cos(latitude)
 
 
 def check_polygon_path(path) -> Path:
@@ -153,7 +169,7 @@ def write_polygons(features: list[dict], path, crs) -> Path:
     if kind == "MultiPolygon":
         geometries = [shapely.MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in geometries]
     rows = [feature_properties(f, crs) for f in features]
-    fields = list(feature_properties({"area": 0.0, "pixels": 0, "mean_probability": 0.0}, crs))
+    fields = list(feature_properties({"area": 0.0, "pixels": 0, "mean_probability": 0.0}, crs))  # the names only
     columns = [np.array([row[name] for row in rows], np.int64 if name == "pixels" else np.float64)
                for name in fields]
     with atomic_path(path, suffix=path.suffix) as temporary:

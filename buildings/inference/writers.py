@@ -113,7 +113,7 @@ class _PngFolder:
             raise OutputError(os_error_message(err, self.folder)) from None
         return self
 
-    def picture(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def picture(self, name: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def add(self, name: str, image: np.ndarray, mask: np.ndarray) -> None:
@@ -122,7 +122,7 @@ class _PngFolder:
             raise DataError(f"images {self._names[output]!r} and {name!r} would both be written as "
                             f"{self.folder / output}")
         self._names[output] = name
-        ok, data = cv2.imencode(".png", self.picture(image, mask))
+        ok, data = cv2.imencode(".png", self.picture(name, image, mask))
         if not ok:  # pragma: no cover - cv2 fails only on invalid arrays
             raise RuntimeError(f"PNG encoding failed for {name}")
         try:
@@ -147,17 +147,20 @@ class _PngFolder:
 class MaskFolder(_PngFolder):
     """Mask PNGs: buildings white on black (0/255), or class indices."""
 
-    def picture(self, image, mask):
+    def picture(self, name, image, mask):
         return self.task.mask_png(mask)
 
 
 class OverlayFolder(_PngFolder):
-    """The mask drawn over the image (buildings tinted and outlined, or class colours)."""
+    """The mask drawn over the image (buildings tinted and outlined, or class colours), above a
+    caption with the tile's name and the legend (``visualize.overlay_tile``)."""
 
     what = "--save-overlays"
 
-    def picture(self, image, mask):
-        return cv2.cvtColor(self.task.overlay(image, mask), cv2.COLOR_RGB2BGR)
+    def picture(self, name, image, mask):
+        from buildings.visualize import overlay_tile
+
+        return cv2.cvtColor(overlay_tile(name, image, mask, self.task), cv2.COLOR_RGB2BGR)
 
 
 def open_writers(task: Task, out=None, *, output_format: str = "auto", save_masks=None,

@@ -37,12 +37,15 @@ from buildings.models.encoders import ENCODER_NAME, ENCODERS
 from buildings.models.fcn import build_fcn
 from buildings.models.unet import build_unet
 
-__all__ = ["ENCODERS", "ENCODER_NAME", "MODELS", "build_model", "get_encoder", "load_model", "model_options",
-           "resolve_options"]
+__all__ = ["ENCODERS", "ENCODER_NAME", "INTERNAL_OPTIONS", "MODELS", "build_model", "get_encoder", "load_model",
+           "model_options", "resolve_options"]
 
 MODELS = dict(zip(ARCHITECTURES, (build_unet, build_attunet, build_deeplabv3plus, build_fcn), strict=True))
 
-_ALIASES = {"decoder_attention": "decoder_attention_type", "classes": "num_classes"}
+# Older spellings still read (a run's config.json keeps the options as they were typed), never listed.
+_ALIASES = {"decoder_attention_type": "decoder_attention", "classes": "num_classes"}
+# Builder keywords the package sets itself: accepted from code, never offered as a model option.
+INTERNAL_OPTIONS = ("input_shape", "name")
 
 
 def canonical_name(name: str) -> str:
@@ -53,10 +56,13 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def model_options(name: str) -> dict:
-    """The keyword options of model ``name`` with their defaults."""
+def model_options(name: str, *, internal: bool = True) -> dict:
+    """The keyword options of model ``name`` with their defaults; ``internal=False``: only those a
+    user sets (``--model-option``, or their own flags such as ``--encoder``), without
+    :data:`INTERNAL_OPTIONS`."""
     builder = MODELS[canonical_name(name)]
-    return {p.name: p.default for p in inspect.signature(builder).parameters.values()}
+    return {p.name: p.default for p in inspect.signature(builder).parameters.values()
+            if internal or p.name not in INTERNAL_OPTIONS}
 
 
 def _check_type(model: str, key: str, value, default) -> None:
@@ -78,16 +84,18 @@ def _check_type(model: str, key: str, value, default) -> None:
 
 
 def resolve_options(name: str, **options) -> dict:
-    """Options for model ``name`` with synonyms resolved (``decoder_attention`` for
-    ``decoder_attention_type``, ``classes`` for ``num_classes``); unknown names and values whose type
-    differs from the default's raise :class:`ConfigError` naming them and the accepted options."""
+    """Options for model ``name`` with older spellings resolved (``decoder_attention_type`` for
+    ``decoder_attention``, ``classes`` for ``num_classes``); unknown names and values whose type
+    differs from the default's raise :class:`ConfigError` naming them and the options a user can
+    set (not :data:`INTERNAL_OPTIONS`)."""
     key = canonical_name(name)
     accepted = model_options(key)
     resolved = {}
     for option, value in options.items():
         option = _ALIASES.get(option, option)
         if option not in accepted:
-            raise ConfigError(f"{key} does not take {option!r}; it takes {', '.join(sorted(accepted))}")
+            settable = ", ".join(sorted(model_options(key, internal=False)))
+            raise ConfigError(f"{key} does not take {option!r}; it takes {settable}")
         _check_type(key, option, value, accepted[option])
         resolved[option] = value
     return resolved

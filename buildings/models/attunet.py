@@ -9,10 +9,10 @@ from buildings.models.unet import build_unet
 
 
 def build_attunet(*, num_classes: int = 1, encoder: str = "none", encoder_weights=None, filters: int = 64,
-                  depth: int = 4, decoder_filters=(256, 128, 64, 32, 16), decoder_attention_type: str = "none",
+                  depth: int = 4, decoder_filters=(256, 128, 64, 32, 16), decoder_attention: str = "none",
                   input_shape=(None, None, 3), name: str = "attunet") -> keras.Model:
     """Build an Attention U-Net returning logits; arguments as :func:`build_unet`."""
     return build_unet(num_classes=num_classes, encoder=encoder, encoder_weights=encoder_weights,
                       filters=filters, depth=depth, decoder_filters=decoder_filters,
-                      decoder_attention_type=decoder_attention_type, attention_gates=True,
+                      decoder_attention=decoder_attention, attention_gates=True,
                       input_shape=input_shape, name=name)

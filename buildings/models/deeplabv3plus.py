@@ -15,16 +15,16 @@ from buildings.models.encoders import build_encoder
 from buildings.models.layers import (
     ResizeLike,
     Upsample,
+    apply_decoder_attention,
     aspp,
     conv_bn_relu,
-    decoder_attention,
     segmentation_head,
 )
 
 
 def build_deeplabv3plus(*, num_classes: int = 1, encoder: str = "resnet50", encoder_weights=None,
                         output_stride: int = 16, aspp_rates=(6, 12, 18), aspp_filters: int = 256,
-                        low_level_filters: int = 48, decoder_attention_type: str = "none",
+                        low_level_filters: int = 48, decoder_attention: str = "none",
                         input_shape=(None, None, 3), name: str = "deeplabv3plus") -> keras.Model:
     """Build DeepLabV3+ returning logits at the input resolution.
 
@@ -33,7 +33,7 @@ def build_deeplabv3plus(*, num_classes: int = 1, encoder: str = "resnet50", enco
         encoder: a ResNet key of ``ENCODERS`` (``resnet50``, ``resnet101``, ``resnet152``).
         encoder_weights: None, ``"imagenet"`` or a local weights file.
         output_stride: 16 (default) or 8; rates are doubled at 8, as in the paper.
-        decoder_attention_type: ``"none"``, ``"se"`` or ``"cbam"`` on the decoder output.
+        decoder_attention: ``"none"``, ``"se"`` or ``"cbam"`` on the decoder output.
     """
     inputs = keras.Input(input_shape, name="image")
     features = build_encoder(inputs, encoder, weights=encoder_weights, output_stride=output_stride).features
@@ -44,6 +44,6 @@ def build_deeplabv3plus(*, num_classes: int = 1, encoder: str = "resnet50", enco
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = conv_bn_relu(x, 256, name="decoder_1")
     x = conv_bn_relu(x, 256, name="decoder_2")
-    x = decoder_attention(x, decoder_attention_type, name="decoder")
+    x = apply_decoder_attention(x, decoder_attention, name="decoder")
     x = Upsample(4, name="final_up")(x)
     return keras.Model(inputs, segmentation_head(x, num_classes), name=name)

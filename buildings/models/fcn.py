@@ -12,18 +12,18 @@ import keras
 from keras import layers
 
 from buildings.models.encoders import build_encoder
-from buildings.models.layers import Upsample, conv_bn_relu, decoder_attention, segmentation_head
+from buildings.models.layers import Upsample, apply_decoder_attention, conv_bn_relu, segmentation_head
 
 
 def build_fcn(*, num_classes: int = 1, encoder: str = "resnet50", encoder_weights=None,
-              output_stride: int = 8, decoder_attention_type: str = "none", dropout: float = 0.1,
+              output_stride: int = 8, decoder_attention: str = "none", dropout: float = 0.1,
               input_shape=(None, None, 3), name: str = "fcn") -> keras.Model:
     """Build FCN (ResNet encoder, dilated to ``output_stride``) returning logits at input size."""
     inputs = keras.Input(input_shape, name="image")
     features = build_encoder(inputs, encoder, weights=encoder_weights, output_stride=output_stride).features
     x = features[output_stride]
     x = conv_bn_relu(x, max(x.shape[-1] // 4, 16), name="fcn_head")
-    x = decoder_attention(x, decoder_attention_type, name="fcn_head")
+    x = apply_decoder_attention(x, decoder_attention, name="fcn_head")
     x = layers.Dropout(dropout, name="fcn_dropout")(x)
     x = segmentation_head(x, num_classes, name="fcn_classifier")
     x = Upsample(output_stride, name="fcn_up")(x)

@@ -22,7 +22,7 @@ __all__ = [
     "cbam",
     "conv_bn_relu",
     "conv_block",
-    "decoder_attention",
+    "apply_decoder_attention",
     "segmentation_head",
     "squeeze_excitation",
 ]
@@ -142,8 +142,8 @@ def cbam(x, *, ratio: int = 16, kernel_size: int = 7, name: str):
     return layers.Multiply(name=f"{name}_spatial_scale")([x, spatial])
 
 
-def decoder_attention(x, kind: str | None, *, name: str):
-    """Apply the decoder attention chosen by ``decoder_attention`` (none / se / cbam)."""
+def apply_decoder_attention(x, kind: str | None, *, name: str):
+    """Apply the decoder attention chosen by the model option ``decoder_attention`` (none / se / cbam)."""
     if kind in (None, "none"):
         return x
     if kind == "se":

@@ -14,11 +14,17 @@ from keras import layers
 
 from buildings.errors import ConfigError
 from buildings.models.encoders import build_encoder
-from buildings.models.layers import Upsample, attention_gate, conv_block, decoder_attention, segmentation_head
+from buildings.models.layers import (
+    Upsample,
+    apply_decoder_attention,
+    attention_gate,
+    conv_block,
+    segmentation_head,
+)
 
 
 def build_unet(*, num_classes: int = 1, encoder: str = "none", encoder_weights=None, filters: int = 64,
-               depth: int = 4, decoder_filters=(256, 128, 64, 32, 16), decoder_attention_type: str = "none",
+               depth: int = 4, decoder_filters=(256, 128, 64, 32, 16), decoder_attention: str = "none",
                attention_gates: bool = False, input_shape=(None, None, 3), name: str = "unet") -> keras.Model:
     """Build a U-Net returning logits.
 
@@ -29,7 +35,7 @@ def build_unet(*, num_classes: int = 1, encoder: str = "none", encoder_weights=N
         filters: from scratch, channels of the first level (doubled at each level down).
         depth: from scratch, number of down-sampling steps (1..5; inputs must divide by 2**depth).
         decoder_filters: with an encoder, decoder channels from the coarsest level up.
-        decoder_attention_type: ``"none"``, ``"se"`` or ``"cbam"`` after each decoder block.
+        decoder_attention: ``"none"``, ``"se"`` or ``"cbam"`` after each decoder block.
         attention_gates: additive attention gates on the skips (Attention U-Net).
         input_shape: (height, width, 3); None dimensions accept any multiple of 32.
 
@@ -49,14 +55,14 @@ def build_unet(*, num_classes: int = 1, encoder: str = "none", encoder_weights=N
             x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
         x = conv_block(x, filters * 2**depth, name="bottleneck")
         for level in reversed(range(depth)):
-            x = _decoder_step(x, skips[level], filters * 2**level, attention_gates, decoder_attention_type,
+            x = _decoder_step(x, skips[level], filters * 2**level, attention_gates, decoder_attention,
                               name=f"dec{level}")
     else:
         features = build_encoder(inputs, encoder, weights=encoder_weights).features
         x = features[32]
         for i, stride in enumerate((16, 8, 4, 2, 1)):
             skip = features.get(stride)
-            x = _decoder_step(x, skip, decoder_filters[i], attention_gates, decoder_attention_type,
+            x = _decoder_step(x, skip, decoder_filters[i], attention_gates, decoder_attention,
                               name=f"dec_s{stride}")
     outputs = segmentation_head(x, num_classes, kernel_size=1 if encoder in (None, "none") else 3)
     return keras.Model(inputs, outputs, name=name)
@@ -70,4 +76,4 @@ def _decoder_step(x, skip, filters, gates, attention, *, name):
             skip = attention_gate(skip, gating, inter_channels=max(skip.shape[-1] // 2, 8), name=f"{name}_gate")
         x = layers.Concatenate(name=f"{name}_concat")([x, skip])
     x = conv_block(x, filters, name=name)
-    return decoder_attention(x, attention, name=name)
+    return apply_decoder_attention(x, attention, name=name)

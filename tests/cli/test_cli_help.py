@@ -55,3 +55,11 @@ def test_tune_threshold_does_not_take_the_threshold_it_finds():
     result = CliRunner().invoke(main, ["tune-threshold", "--help"])
     assert result.exit_code == 0 and "--threshold" not in result.output
     assert "--threshold" in CliRunner().invoke(main, ["predict", "--help"]).output
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "tune", "tune-threshold", "serve"])
+def test_checkpoint_help_says_an_exported_onnx_runs_too(command):
+    # Every command that predicts takes a .keras model or the .onnx `buildings export` wrote.
+    option = next(p for p in main.commands[command].params if p.name == "checkpoints")
+    assert option.help.startswith("A checkpoint: a .keras model, or a .onnx file `buildings export` wrote")
+    assert "--checkpoint MODEL" in CliRunner().invoke(main, [command, "--help"]).output

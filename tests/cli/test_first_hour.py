@@ -186,6 +186,26 @@ def test_imagenet_weights_offline_is_one_line_with_the_alternatives(monkeypatch)
     assert "--encoder-weights PATH" in message and "--encoder-weights none" in message
 
 
+def test_data_build_says_what_each_split_got_and_how_validation_was_drawn(synth_contest, tmp_path):
+    from click.testing import CliRunner
+
+    from buildings.cli import main
+    from buildings.data.splits import open_split
+
+    result = CliRunner().invoke(main, ["data", "build", "--manual-dir", str(synth_contest), "--data-dir",
+                                       str(tmp_path / "tfds"), "--config", "val20"])
+    assert result.exit_code == 0, result.output
+    data = tmp_path / "tfds" / "tianchi_buildings"
+    counts = {split: len(open_split(data, split)) for split in ("train", "validation", "test")}
+    lines = result.output.splitlines()
+    assert lines[0].startswith("built ") and lines[0].endswith("val20/1.0.0"), lines
+    assert lines[1] == f"splits: train {counts['train']}, validation {counts['validation']}, test {counts['test']}"
+    assert lines[2].startswith("validation: the 20 % of train whose image names hash lowest (md5)"), lines
+    again = CliRunner().invoke(main, ["data", "build", "--manual-dir", str(synth_contest), "--data-dir",
+                                      str(tmp_path / "tfds"), "--config", "val20"])
+    assert again.output.splitlines()[1:] == lines[1:]  # a dataset kept as it is says the same
+
+
 def test_rerunning_over_existing_output_says_what_it_does(synth_contest, synth_dataset, tmp_path):
     from click.testing import CliRunner
 

@@ -144,6 +144,20 @@ def test_saved_model_export_on_the_tensorflow_backend_serves_the_same_logits(tmp
     assert float(done.stdout.split("DIFF")[-1]) <= 1e-4
 
 
+def test_export_prints_one_line_without_the_tracers_warnings(tmp_path):
+    # PyTorch's TorchScript exporter warns (TracerWarning, "Constant folding") about Python-side
+    # shape checks in Keras's torch backend: for these models they are constants at any size (the
+    # logits test above checks other sizes), so `buildings export` silences them (export._quiet_tracer)
+    # and says only what it wrote. DeepLabV3+ raises both kinds.
+    _, path = save(tmp_path, "deeplabv3plus")
+    done = subprocess.run([sys.executable, "-m", "buildings.cli", "export", "--checkpoint", str(path)],  # as a user runs it
+                          cwd=ROOT, env={**os.environ, "KERAS_BACKEND": "torch"}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr, done.stderr[-2000:]
+    assert (done.stdout + done.stderr).strip() == f"wrote {tmp_path / 'deeplabv3plus.onnx'} (onnx)"
+
+
 def test_export_refusals_are_one_line(tmp_path):
     _, path = save(tmp_path, "fcn")
     with pytest.raises(ConfigError, match="onnx export is written to a .onnx file"):

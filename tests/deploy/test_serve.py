@@ -12,6 +12,7 @@ beyond loopback without a token (tested through the CLI with the server itself r
 ever bound beyond 127.0.0.1). The load, the bombs, the queue and the timeouts: test_serve_load.py."""
 
 import base64
+import dataclasses
 import http.client
 import json
 import os
@@ -85,6 +86,36 @@ def server(checkpoint):
 @pytest.fixture(scope="module")
 def ruled_server(checkpoint):
     yield from start_server(checkpoint, *RULED)
+
+
+@pytest.fixture(scope="module")
+def run_checkpoint(tmp_path_factory, synth_dataset):
+    """A checkpoint in a run folder whose config.json names the built synthetic dataset, as
+    ``buildings fit`` writes it (``{"options": FitConfig as a dict, ...}``)."""
+    from buildings.config import FitConfig
+
+    run = tmp_path_factory.mktemp("run")
+    checkpoint = brightness_model(run / "best.keras")
+    options = dataclasses.asdict(FitConfig(data=str(synth_dataset), run_dir=str(run)))
+    (run / "config.json").write_text(json.dumps({"options": options, "backend": "torch"}))
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def dataset_server(run_checkpoint):
+    yield from start_server(run_checkpoint)
+
+
+def first_validation_tile_with_buildings(dataset) -> tuple[str, np.ndarray, np.ndarray]:
+    """(name, RGB image, truth) of the tile the page's sample should be, read here from the split."""
+    from buildings.data.splits import decode_record, open_split, record_name
+
+    source = open_split(dataset, "validation")
+    for index in range(len(source)):
+        image, truth = decode_record(source[index])
+        if truth.any():
+            return record_name(source[index]), image, truth
+    pytest.fail(f"no validation tile with buildings in {dataset}")
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +207,39 @@ def test_the_api_mask_at_any_threshold_is_the_rule_with_its_post_processing(rule
     assert sum(f["properties"]["pixels"] for f in features) == int(expected.sum())
 
 
+def test_the_sample_is_a_validation_tile_of_the_dataset_the_runs_config_names(dataset_server, synth_dataset):
+    url, health = dataset_server
+    name, image, truth = first_validation_tile_with_buildings(synth_dataset)
+    with urllib.request.urlopen(url + "/sample.png", timeout=30) as response:
+        data = response.read()
+    assert np.array_equal(decode_image(data, "sample.png"), image)  # that tile, pixel for pixel
+    label = health["sample"]["label"]
+    assert health["sample"]["synthetic"] is False and "synthetic" not in label
+    assert f"validation tile {name} of tianchi_buildings/val20" in label, label
+    assert f"({100 * truth.mean():.1f} % building in its truth)" in label, label
+
+
+def test_without_the_models_dataset_the_sample_is_synthetic_and_says_so(server, tmp_path):
+    from buildings.config import FitConfig
+    from buildings.data.synth import synth_scene
+    from buildings.serve import SYNTHETIC_LABEL, find_sample
+
+    url, health = server  # its checkpoint has no run folder around it
+    assert health["sample"] == {"label": SYNTHETIC_LABEL, "synthetic": True}
+    assert SYNTHETIC_LABEL == "synthetic sample: not like real imagery"
+    with urllib.request.urlopen(url + "/sample.png", timeout=30) as response:
+        data = response.read()
+    scene_bgr, _ = synth_scene(np.random.default_rng(7), 512, p_empty=0.0)
+    assert np.array_equal(decode_image(data, "sample.png"), cv2.cvtColor(scene_bgr, cv2.COLOR_BGR2RGB))
+    # Why, for the log: no config.json; a config.json naming a dataset that is not here.
+    alone = find_sample(tmp_path / "best.keras")
+    assert alone.synthetic and alone.label == SYNTHETIC_LABEL and "no run config.json beside" in alone.reason
+    gone = tmp_path / "gone"
+    (tmp_path / "config.json").write_text(json.dumps({"options": dataclasses.asdict(FitConfig(data=str(gone)))}))
+    missing = find_sample(tmp_path / "best.keras")
+    assert missing.synthetic and "no dataset" in missing.reason and str(gone) in missing.reason, missing.reason
+
+
 def test_predict_answers_a_mask_png_and_rle(server):
     url, _ = server
     data, mask = scene()
@@ -213,10 +277,10 @@ def test_geojson_of_a_plain_image_is_in_pixels_named_as_the_cli_names_it(server)
     status, body, _ = post(url + "/predict?format=geojson", scene()[0])
     collection = json.loads(body)
     assert status == 200 and "crs" not in collection and len(collection["features"]) == len(RECTANGLES) + 1
-    for feature in collection["features"]:  # no projected CRS: `area` (pixels² here), as write_polygons names it
-        properties = feature["properties"]
-        assert set(properties) == {"area", "pixels", "mean_probability"}
-        assert properties["area"] == pytest.approx(properties["pixels"])
+    sizes = sorted((r1 - r0) * (c1 - c0) for r0, c0, r1, c1 in RECTANGLES + [(200, 380, 204, 384)])
+    for feature in collection["features"]:  # no CRS: no area on the ground, and no area under another name
+        assert set(feature["properties"]) == {"pixels", "mean_probability"}
+    assert sorted(f["properties"]["pixels"] for f in collection["features"]) == sizes
 
 
 @pytest.mark.parametrize(("data", "filename", "code", "says"), [
@@ -462,6 +526,15 @@ def test_serve_beyond_loopback_with_a_token_or_no_auth_starts(no_server):
     assert "WARNING: --no-auth: serving on 0.0.0.0 WITHOUT AUTHENTICATION" in result.output
 
 
+def test_serve_says_which_sample_its_page_shows_and_why(no_server):
+    calls = no_server()
+    result = invoke_serve()  # never-loaded.keras: no run folder around it
+    assert result.exit_code == 0, result.output
+    assert ("the page's synthetic sample: not like real imagery (no run config.json beside never-loaded.keras"
+            in result.output), result.output
+    assert calls["sample"].synthetic
+
+
 class Chromium:
     """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: fd 3
     carries our commands, fd 4 its answers, NUL-terminated JSON), so the test waits on the page's own
@@ -598,3 +671,33 @@ def test_the_page_shows_the_api_mask_pixel_for_pixel_in_headless_chromium(ruled_
     if os.environ.get("BUILDINGS_SCREENSHOTS"):
         shutil.copy(shot, os.environ["BUILDINGS_SCREENSHOTS"])
     assert overlay.sum() > 0.5 * expected.sum(), "the screenshot shows no building overlay"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_the_page_shows_a_validation_tile_of_the_models_data_and_names_it(dataset_server, synth_dataset, tmp_path):
+    url, _ = dataset_server
+    name, image, truth = first_validation_tile_with_buildings(synth_dataset)
+    browser = Chromium(url + "/?sample=1", tmp_path / "profile")
+    try:
+        state = wait_for(browser, lambda s: s.get("maskSource") == "api", "the API's mask of the sample")
+        label = browser.evaluate("document.getElementById('sample-label').textContent")
+        shown = page_mask(browser, state)
+    finally:
+        browser.close()
+    assert state["sample"] == "dataset" and f"validation tile {name}" in label and "synthetic" not in label, label
+    tile = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert state["maskSize"] == f"{image.shape[1]}x{image.shape[0]}"
+    assert np.array_equal(shown, api_mask(url, tile))  # the mask of that very tile
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_the_page_labels_a_synthetic_sample_as_not_like_real_imagery(server, tmp_path):
+    url, _ = server
+    browser = Chromium(url + "/", tmp_path / "profile")
+    try:
+        state = wait_for(browser, lambda s: s.get("sample"), "what its sample is")
+        label = browser.evaluate("document.getElementById('sample-label').textContent")
+        kind = browser.evaluate("document.getElementById('sample-label').className")
+    finally:
+        browser.close()
+    assert state["sample"] == "synthetic" and label == "synthetic sample: not like real imagery" and kind == "synthetic"

@@ -92,6 +92,34 @@ def test_polygon_areas_are_the_detected_pixels_whatever_the_simplification():
     assert simplified != pytest.approx(areas)  # the outlines alone would have said otherwise
 
 
+def test_the_area_has_one_name_in_square_metres_for_any_crs_and_none_without_one(tmp_path):
+    # A projected CRS's metres, a geographic CRS's degrees on the ground, and no CRS: the polygons
+    # carry area_m2 in the first two and no area in any other name or unit in the third.
+    from affine import Affine
+
+    from buildings.geo.vectorize import BuildingPolygons, write_polygons
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:15, 5:25] = 1  # 200 pixels
+    wgs84 = rasterio.crs.CRS.from_epsg(4326)
+    # 1e-5 degree pixels at 45 N: 1.1113 m north-south and 0.7885 m east-west on the WGS84 ellipsoid
+    # (111,132 m and 78,847 m a degree there), 0.8762 m² a pixel.
+    geographic = Affine(1e-5, 0, 10.0, 0, -1e-5, 45.0002)
+    cases = [(TRANSFORM, rasterio.crs.CRS.from_string(CRS), 200 * 0.25), (geographic, wgs84, 200 * 0.8762),
+             (Affine.identity(), None, None)]
+    for transform, crs, expected in cases:
+        polygons = BuildingPolygons(transform, simplify=0)
+        polygons.add_block((0, 0), 0, 0, mask, mask.astype(np.float32))
+        path = write_polygons(polygons.features(), tmp_path / f"{expected}.gpkg", crs)
+        _, _, columns = read_polygons(path)
+        assert columns["pixels"].tolist() == [200]
+        if expected is None:
+            assert set(columns) == {"pixels", "mean_probability"}, set(columns)
+        else:
+            assert set(columns) == {"area_m2", "pixels", "mean_probability"}, set(columns)
+            assert columns["area_m2"][0] == pytest.approx(expected, rel=5e-3)
+
+
 def test_holes_are_kept_in_polygons(tmp_path, predictor):
     source = tmp_path / "ring.tif"
     image = np.full((3, 96, 96), 30, np.uint8)

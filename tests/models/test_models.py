@@ -16,7 +16,10 @@ SMALL = {
     "deeplabv3plus": {},
     "fcn": {},
 }
-SIZES = [(256, 256), (512, 512), (320, 480)]
+# Square and both non-square orientations. Small: jax compiles every op for each new input shape
+# (tests/test_backends.py runs this file under jax), and (64, 96) is the shape the logits test below
+# gives the same models, compiled once for both.
+SIZES = [(256, 256), (64, 96), (160, 96)]
 
 
 @pytest.fixture(scope="module", params=list(SMALL))
@@ -59,7 +62,9 @@ def test_num_classes_gives_that_many_logits(name):
 @pytest.mark.parametrize("name", list(SMALL))
 def test_keras_save_load_round_trip(name, tmp_path):
     model = build_model(name, num_classes=2, decoder_attention="cbam", **SMALL[name])
-    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32")
+    # the input shape of test_num_classes_gives_that_many_logits: under jax (which compiles every op
+    # for each new shape) the encoders' ops are compiled once for both
+    x = np.random.default_rng(1).normal(size=(2, 64, 96, 3)).astype("float32")
     before = to_numpy(model(x, training=False))
     path = tmp_path / f"{name}.keras"
     model.save(path)
@@ -79,8 +84,11 @@ def test_encoder_taps_are_named_by_stride(encoder):
 
 @pytest.mark.parametrize("attention", ["none", "se", "cbam"])
 def test_unet_with_encoder_and_decoder_attention(attention):
-    model = build_model("unet", encoder="mobilenetv3small", decoder_attention=attention)
-    assert tuple(model(np.zeros((1, 96, 64, 3), "float32")).shape) == (1, 96, 64, 1)
+    # the encoder and input shape of test_encoder_taps_are_named_by_stride[mobilenetv3large]: under
+    # jax, which compiles every op for each new shape, the encoder's ops are compiled once for both
+    # (MobileNetV3Small is built in test_encoder_weights_from_a_local_file)
+    model = build_model("unet", encoder="mobilenetv3large", decoder_attention=attention)
+    assert tuple(model(np.zeros((1, 128, 96, 3), "float32")).shape) == (1, 128, 96, 1)
     names = {layer.name for layer in model.layers}
     assert any(attention in n for n in names) == (attention != "none")
 
@@ -122,6 +130,31 @@ def test_registry_errors():
     with pytest.raises(ConfigError, match="decoder_attention"):
         build_model("unet", filters=4, depth=1, decoder_attention="transformer")
     assert "resnet50" in ENCODERS
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_an_unknown_model_option_is_refused_listing_what_a_user_can_set(name):
+    # The list is what --model-option takes: the documented names (decoder_attention), never the
+    # builder's internal keywords (input_shape, name) nor an older spelling.
+    with pytest.raises(ConfigError) as refused:
+        build_model(name, decoder_attn="cbam")
+    message = str(refused.value)
+    assert message.startswith(f"{name} does not take 'decoder_attn'; it takes "), message
+    listed = set(message.split("; it takes ", 1)[1].split(", "))
+    assert "decoder_attention" in listed and "num_classes" in listed and "encoder" in listed, listed
+    assert not listed & {"input_shape", "name", "decoder_attention_type", "classes"}, listed
+
+
+def test_decoder_attention_is_the_one_name_and_an_old_config_still_builds():
+    import inspect
+
+    from buildings.models import MODELS
+
+    for name, builder in MODELS.items():
+        assert "decoder_attention" in inspect.signature(builder).parameters, name
+    new = build_model("unet", filters=4, depth=2, decoder_attention="se")
+    old = build_model("unet", filters=4, depth=2, decoder_attention_type="se")  # a config.json from before
+    assert new.count_params() == old.count_params() > build_model("unet", filters=4, depth=2).count_params()
 
 
 def test_mixed_precision_keeps_float32_logits():

@@ -18,6 +18,12 @@ DATASETS = ("tianchi_buildings", "land_parcels")
 class BuiltDataset:
     path: Path  # the version folder
     kept: bool  # it was already complete and was left as it is (overwrite rebuilds it)
+    splits: dict  # images per split: {"train": 113, "validation": 7, "test": 50}
+    validation_rule: str  # how the validation split was drawn from train, in words
+
+    def describe_splits(self) -> str:
+        """``train 113, validation 7, test 50``."""
+        return ", ".join(f"{name} {count}" for name, count in self.splits.items())
 
 
 def build(dataset: str, manual_dir, data_dir=None, *, config: str = "val5", num_classes: int | None = None,
@@ -31,14 +37,23 @@ def build(dataset: str, manual_dir, data_dir=None, *, config: str = "val5", num_
         from buildings.data.tfds.land_parcels import build_land_parcels as builder
 
         options = {"num_classes": num_classes, "validation_percent": validation_percent}
+        percent = validation_percent
     elif dataset == "tianchi_buildings":
+        from buildings.data.tfds.tianchi_buildings import TianchiBuildings
         from buildings.data.tfds.tianchi_buildings import build_dataset as builder
 
         options = {"config": config}
+        configs = TianchiBuildings.builder_configs
+        if config not in configs:
+            raise ConfigError(f"unknown config {config!r} of tianchi_buildings; choose from {', '.join(configs)}")
+        percent = configs[config].validation_percent
     else:
         raise ConfigError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     import time
 
+    from buildings.data.tfds.common import describe_holdout, split_sizes
+
     started = time.time()
-    path = builder(manual_dir, data_dir, overwrite=overwrite, **options)
-    return BuiltDataset(Path(path), kept=(Path(path) / "dataset_info.json").stat().st_mtime < started)
+    path = Path(builder(manual_dir, data_dir, overwrite=overwrite, **options))
+    return BuiltDataset(path, kept=(path / "dataset_info.json").stat().st_mtime < started, splits=split_sizes(path),
+                        validation_rule=describe_holdout(percent))

@@ -27,7 +27,8 @@ from buildings.errors import DataError, OutputError
 from buildings.files import atomic_dir
 from buildings.formats.label_maps import encode_label_png
 
-__all__ = ["build_tfds", "example", "is_validation", "segmentation_features", "split_train_validation"]
+__all__ = ["build_tfds", "describe_holdout", "example", "is_validation", "segmentation_features", "split_sizes",
+           "split_train_validation"]
 
 
 def _hash_fraction(name: str) -> float:
@@ -56,6 +57,20 @@ def split_train_validation(names, percent: float) -> tuple[list[str], list[str]]
         validation.remove(max(validation, key=_hash_fraction))
     held_out = set(validation)
     return [n for n in names if n not in held_out], [n for n in names if n in held_out]
+
+
+def describe_holdout(percent: float) -> str:
+    """:func:`split_train_validation`'s rule, in words, for the person who built the dataset."""
+    return (f"validation: the {percent:g} % of train whose image names hash lowest (md5), the same images on "
+            "every build and inside any larger hold-out; at least one image")
+
+
+def split_sizes(version_folder) -> dict[str, int]:
+    """Images per split of a built dataset (train, validation, test order), from its dataset_info.json."""
+    builder = tfds.builder_from_directory(str(version_folder))
+    order = {"train": 0, "validation": 1, "test": 2}
+    splits = sorted(builder.info.splits.items(), key=lambda item: (order.get(item[0], 3), item[0]))
+    return {name: int(info.num_examples) for name, info in splits}
 
 
 def segmentation_features(shape: tuple[int | None, int | None] = (None, None)) -> tfds.features.FeaturesDict:
