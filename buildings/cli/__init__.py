@@ -16,7 +16,7 @@ from __future__ import annotations
 import click
 
 import buildings
-from buildings.cli import data, deploy, predict, score, train
+from buildings.cli import data, deploy, mapping, predict, score, train
 from buildings.cli.options import MESSAGE_LIMIT, one_line
 from buildings.errors import BuildingsError
 
@@ -45,6 +45,6 @@ def main():
     """Aerial images to building masks: Tianchi-style RLE submissions and scoring."""
 
 
-for module in (score, data, train, predict, deploy):
+for module in (score, data, train, predict, mapping, deploy):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -30,7 +30,7 @@ from buildings.files import atomic_path, check_writable_folder, refuse_overwrite
 from buildings.geo.raster import GeoRaster, gdal_reason
 from buildings.geo.vectorize import BuildingPolygons, check_polygon_path, write_polygons
 
-__all__ = ["RasterReport", "predict_raster"]
+__all__ = ["Block", "RasterAssembly", "RasterReport", "predict_block", "predict_raster", "raster_blocks"]
 
 
 @dataclass
@@ -77,6 +77,122 @@ def _check_written(temporary, target, block: int) -> None:
         raise OutputError(f"{target}: the mask did not write whole ({reason}; is the disk full?)") from None
 
 
+@dataclass(frozen=True)
+class Block:
+    """One block of a raster: ``height`` x ``width`` pixels at (``row``, ``col``), read with its halo
+    as rows ``top``..``bottom`` and columns ``left``..``right``; ``index`` = (block row, block column)."""
+
+    index: tuple[int, int]
+    row: int
+    col: int
+    height: int
+    width: int
+    top: int
+    left: int
+    bottom: int
+    right: int
+    open_edges: tuple[bool, bool, bool, bool]  # top, bottom, left, right: the raster goes on past them
+
+    def inner(self) -> tuple[slice, slice]:
+        """The block within what was read."""
+        return (slice(self.row - self.top, self.row - self.top + self.height),
+                slice(self.col - self.left, self.col - self.left + self.width))
+
+
+def raster_blocks(height: int, width: int, block: int, halo: int) -> list[Block]:
+    """The blocks of a ``height`` x ``width`` raster, row by row, each with ``halo`` pixels of context."""
+    blocks = []
+    for i, row in enumerate(range(0, height, block)):
+        for j, col in enumerate(range(0, width, block)):
+            h, w = min(block, height - row), min(block, width - col)
+            top, left = max(0, row - halo), max(0, col - halo)
+            bottom, right = min(height, row + h + halo), min(width, col + w + halo)
+            blocks.append(Block((i, j), row, col, h, w, top, left, bottom, right,
+                                (top > 0, bottom < height, left > 0, right < width)))
+    return blocks
+
+
+def predict_block(predictor, raster: GeoRaster, block: Block) -> tuple[np.ndarray, np.ndarray]:
+    """The mask (uint8, by ``predictor.rule.block_mask``) and probabilities (float32) of ``block``."""
+    image = raster.read(block.top, block.left, block.bottom - block.top, block.right - block.left)
+    probs = predictor.probabilities(image)
+    mask = predictor.rule.block_mask(probs, block.open_edges)
+    inner = block.inner()
+    return np.ascontiguousarray(mask[inner]), np.ascontiguousarray(probs[inner][..., 0])
+
+
+class RasterAssembly:
+    """The outputs of one raster from its predicted blocks, given row by row (:meth:`add`): the
+    mask GeoTIFF written window by window into ``mask_temporary`` (tiled, DEFLATE) and the building
+    polygons; :meth:`finish` applies the empty-image gates to the whole raster, closes and reads
+    the mask back, and returns the report and the features."""
+
+    def __init__(self, path, raster: GeoRaster, rule, *, mask_temporary=None, mask_out=None, polygons: bool = False,
+                 simplify: float = 1.0, block: int = 2048):
+        import rasterio
+
+        self.rule, self.block, self.mask_out, self.temporary = rule, block, mask_out, mask_temporary
+        self.height, self.width = raster.height, raster.width
+        self.report = RasterReport(Path(path), raster.width, raster.height, raster.crs.to_string(),
+                                   scaling=raster.scaling)
+        self.transform = raster.transform
+        self.polygons = (BuildingPolygons(raster.transform, min_area=rule.postprocess.min_area, simplify=simplify)
+                         if polygons else None)
+        self.writer = None
+        self.peak = 0.0
+        if mask_temporary is not None:
+            profile = {"driver": "GTiff", "height": self.height, "width": self.width, "count": 1, "dtype": "uint8",
+                       "crs": raster.crs, "transform": raster.transform, "tiled": True, "blockxsize": 256,
+                       "blockysize": 256, "compress": "deflate", "predictor": 2}
+            try:
+                self.writer = rasterio.open(mask_temporary, "w", **profile)
+            except rasterio.errors.RasterioError as err:
+                raise OutputError(f"{mask_out}: cannot write the mask "
+                                  f"({gdal_reason(err, {str(mask_temporary): mask_out})})") from None
+
+    def add(self, block: Block, mask: np.ndarray, probs: np.ndarray) -> None:
+        from rasterio.windows import Window
+
+        self.peak = max(self.peak, float(probs.max()))
+        self.report.building_pixels += int(mask.sum())
+        if self.writer is not None:
+            _write_block(self.writer, self.mask_out, mask, Window(block.col, block.row, block.width, block.height))
+        if self.polygons is not None:
+            self.polygons.add_block(block.index, block.row, block.col, mask, probs)
+
+    def finish(self) -> tuple[RasterReport, list[dict] | None]:
+        from rasterio.windows import Window
+
+        rule, report = self.rule, self.report
+        gated = rule.postprocess.gated and rule.empty(report.building_pixels, self.peak)
+        if gated:  # the gates judge the raster as one image: nothing of it is a building
+            report.building_pixels = 0
+            self.polygons = BuildingPolygons(self.transform) if self.polygons is not None else None
+            if self.writer is not None:
+                for b in raster_blocks(self.height, self.width, self.block, 0):
+                    _write_block(self.writer, self.mask_out, np.zeros((b.height, b.width), np.uint8),
+                                 Window(b.col, b.row, b.width, b.height))
+        report.gated = gated
+        self.close()
+        if self.temporary is not None:
+            _check_written(self.temporary, self.mask_out, self.block)
+        features = self.polygons.features() if self.polygons is not None else None
+        if features is not None:
+            report.polygons = len(features)
+        return report, features
+
+    def close(self) -> None:
+        import rasterio
+
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except rasterio.errors.RasterioError as err:
+                raise OutputError(f"{self.mask_out}: cannot write the mask "
+                                  f"({gdal_reason(err, {str(self.temporary): self.mask_out})})") from None
+
+
 def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mask_out=None, vectorize_out=None,
                    simplify: float = 1.0, block: int = 2048, halo: int | None = None,
                    progress: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None
@@ -84,9 +200,6 @@ def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mas
     """Predict the GeoTIFF ``path`` into a GeoTIFF mask ``mask_out`` and/or building polygons
     ``vectorize_out`` (.gpkg / .geojson), by ``predictor.rule``. ``progress`` gets the number of
     blocks done."""
-    import rasterio
-    from rasterio.windows import Window
-
     if not predictor.task.binary:
         raise ConfigError("GeoTIFF prediction is for building (binary) models")
     if mask_out is None and vectorize_out is None:
@@ -101,64 +214,23 @@ def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mas
             raise ConfigError("--vectorize needs pyogrio (and shapely): pip install -e \".[deploy]\"") from None
     if mask_out is not None:
         check_writable_folder(Path(mask_out).parent, mask_out)
-    rule = predictor.rule
     halo = predictor.overlap if halo is None else halo
     with GeoRaster.open(path, bands) as raster, contextlib.ExitStack() as stack:
         if raster.crs is None:
             raise ConfigError(f"{path}: has no CRS (not a georeferenced GeoTIFF); predict it as an image instead")
         if log and raster.scaling:
             log(f"{Path(path).name}: {raster.scaling}")
-        height, width = raster.height, raster.width
-        report = RasterReport(Path(path), width, height, raster.crs.to_string(), scaling=raster.scaling)
-        polygons = None
-        if vectorize_out is not None:
-            polygons = BuildingPolygons(raster.transform, min_area=rule.postprocess.min_area, simplify=simplify)
-        writer = None
-        if mask_out is not None:
-            temporary = stack.enter_context(atomic_path(mask_out, suffix=".tif"))
-            profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "uint8",
-                       "crs": raster.crs, "transform": raster.transform, "tiled": True, "blockxsize": 256,
-                       "blockysize": 256, "compress": "deflate", "predictor": 2}
-            writer = stack.enter_context(rasterio.open(temporary, "w", **profile))
-        peak = 0.0
-        for i, row in enumerate(range(0, height, block)):
-            for j, col in enumerate(range(0, width, block)):
-                h, w = min(block, height - row), min(block, width - col)
-                top, left = max(0, row - halo), max(0, col - halo)
-                bottom, right = min(height, row + h + halo), min(width, col + w + halo)
-                image = raster.read(top, left, bottom - top, right - left)
-                probs = predictor.probabilities(image)
-                mask = rule.block_mask(probs, (top > 0, bottom < height, left > 0, right < width))
-                inner = (slice(row - top, row - top + h), slice(col - left, col - left + w))
-                mask, probs = np.ascontiguousarray(mask[inner]), probs[inner][..., 0]
-                peak = max(peak, float(probs.max()))
-                report.building_pixels += int(mask.sum())
-                if writer is not None:
-                    _write_block(writer, mask_out, mask, Window(col, row, w, h))
-                if polygons is not None:
-                    polygons.add_block((i, j), row, col, mask, probs)
-                if progress:
-                    progress(1)
-        gated = rule.postprocess.gated and rule.empty(report.building_pixels, peak)
-        if gated:  # the gates judge the raster as one image: nothing of it is a building
-            report.building_pixels = 0
-            polygons = BuildingPolygons(raster.transform) if polygons is not None else None
-            if writer is not None:
-                for row in range(0, height, block):
-                    for col in range(0, width, block):
-                        h, w = min(block, height - row), min(block, width - col)
-                        _write_block(writer, mask_out, np.zeros((h, w), np.uint8), Window(col, row, w, h))
-        report.gated = gated
-        if writer is not None:
-            try:
-                writer.close()
-            except rasterio.errors.RasterioError as err:
-                raise OutputError(f"{mask_out}: cannot write the mask ({gdal_reason(err, {temporary: mask_out})})") from None
-            _check_written(temporary, mask_out, block)
-        if polygons is not None:
-            features = polygons.features()
+        temporary = stack.enter_context(atomic_path(mask_out, suffix=".tif")) if mask_out is not None else None
+        assembly = RasterAssembly(path, raster, predictor.rule, mask_temporary=temporary, mask_out=mask_out,
+                                  polygons=vectorize_out is not None, simplify=simplify, block=block)
+        stack.callback(assembly.close)
+        for b in raster_blocks(raster.height, raster.width, block, halo):
+            assembly.add(b, *predict_block(predictor, raster, b))
+            if progress:
+                progress(1)
+        report, features = assembly.finish()
+        if features is not None:
             write_polygons(features, vectorize_out, raster.crs)
-            report.polygons = len(features)
     return report
 
 
