@@ -61,6 +61,14 @@ class WindowResult:
     mask: np.ndarray | None = None
     probs: np.ndarray | None = None
     error: str | None = None
+    worker: int = 0  # the pid of the process that predicted it
+    peak_rss_mb: float = 0.0  # that process's peak resident memory so far
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _block_row(stem: str, path: str, bands, block: Block) -> dict:
@@ -118,14 +126,16 @@ class WindowModel:
         try:
             raster = self._raster(str(row["path"]), [int(b) for b in row["bands"]])
             mask, probs = predict_block(self.predictor, raster, block)
-            return WindowResult(stem, block.index, mask, probs)
+            result = WindowResult(stem, block.index, mask, probs)
         except (BuildingsError, OSError, ValueError, RuntimeError) as err:  # rasterio's errors are these kinds
-            return WindowResult(stem, block.index, error=one_line(f"{row['path']}: block {block.index}: {err}"))
+            result = WindowResult(stem, block.index, error=one_line(f"{row['path']}: block {block.index}: {err}"))
+        result.worker, result.peak_rss_mb = os.getpid(), _peak_rss_mb()
+        return result
 
     def __call__(self, batch: dict) -> dict:
         """Ray Data batch (numpy format) -> one output row per window; arrays as bytes plus shape, so
         windows of any size travel in one column."""
-        out = {k: [] for k in ("stem", "i", "j", "height", "width", "mask", "probs", "error")}
+        out = {k: [] for k in ("stem", "i", "j", "height", "width", "mask", "probs", "error", "worker", "rss")}
         for n in range(len(batch["stem"])):
             row = {k: batch[k][n] for k in batch}
             result = self.predict(row)
@@ -137,6 +147,8 @@ class WindowModel:
             out["mask"].append(b"" if result.mask is None else result.mask.astype(np.uint8).tobytes())
             out["probs"].append(b"" if result.probs is None else result.probs.astype(np.float32).tobytes())
             out["error"].append(result.error or "")
+            out["worker"].append(result.worker)
+            out["rss"].append(result.peak_rss_mb)
         return {k: np.array(v, dtype=object) if k in ("mask", "probs", "stem", "error") else np.array(v)
                 for k, v in out.items()}
 
@@ -184,4 +196,5 @@ def run_ray(spec: PredictorSpec, plans, *, actors: int | None = None, address: s
             if error is None:
                 mask = np.frombuffer(batch["mask"][n], np.uint8).reshape(height, width)
                 probs = np.frombuffer(batch["probs"][n], np.float32).reshape(height, width)
-            yield WindowResult(str(batch["stem"][n]), (int(batch["i"][n]), int(batch["j"][n])), mask, probs, error)
+            yield WindowResult(str(batch["stem"][n]), (int(batch["i"][n]), int(batch["j"][n])), mask, probs, error,
+                               int(batch["worker"][n]), float(batch["rss"][n]))

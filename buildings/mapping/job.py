@@ -264,22 +264,26 @@ def run_map(sources, spec: PredictorSpec, options: MapOptions, *, engine: str = 
     say(f"{len(plans)} file(s) to predict, {sum(len(p.blocks) for p in plans)} window(s) of up to "
         f"{options.block} px, engine {engine}")
     predict_started = time.perf_counter()
-    states.update(_predict(plans, spec, options, key, engine=engine, address=address, actors=actors, say=say,
-                           failed=failed))
+    predicted, workers = _predict(plans, spec, options, key, engine=engine, address=address, actors=actors, say=say,
+                                  failed=failed)
+    states.update(predicted)
     predict_seconds = time.perf_counter() - predict_started
     return _finish(out, paths, states, failed, options, skipped=skipped, engine=engine, started=started,
-                   predict_seconds=predict_seconds, predicted=[p for p in plans if p.stem in states], say=say)
+                   predict_seconds=predict_seconds, predicted=[p for p in plans if p.stem in states], say=say,
+                   workers=workers)
 
 
-def _predict(plans, spec, options, key, *, engine, address, actors, say, failed) -> dict:
+def _predict(plans, spec, options, key, *, engine, address, actors, say, failed) -> tuple[dict, dict]:
     by_stem = {p.stem: p for p in plans}
     writers: dict[str, FileWriter] = {}
     states: dict[str, dict] = {}
+    workers: dict[int, float] = {}  # pid -> peak resident MB
     if not plans:
-        return states
+        return states, workers
     stream = run_ray(spec, plans, actors=actors, address=address, say=say) if engine == "ray" else run_local(spec, plans)
     try:
         for result in stream:
+            workers[result.worker] = max(workers.get(result.worker, 0.0), result.peak_rss_mb)
             stem = result.stem
             plan = by_stem[stem]
             if str(plan.path) in failed:
@@ -306,11 +310,11 @@ def _predict(plans, spec, options, key, *, engine, address, actors, say, failed)
     finally:
         for writer in writers.values():
             writer.abandon()
-    return states
+    return states, workers
 
 
 def _finish(out: Path, paths, states, failed, options, *, skipped, engine, started, predict_seconds, predicted,
-            say) -> MapResult:
+            say, workers) -> MapResult:
     from rasterio.crs import CRS
 
     from buildings.mapping.merge import PartFile, merge_parts, write_layer
@@ -335,6 +339,7 @@ def _finish(out: Path, paths, states, failed, options, *, skipped, engine, start
                "predict_seconds": round(predict_seconds, 3), "wall_seconds": round(time.perf_counter() - started, 3),
                "images_per_s": round(len(predicted) / predict_seconds, 4) if predicted and predict_seconds else None,
                "megapixels_per_s": round(megapixels / predict_seconds, 4) if predicted and predict_seconds else None,
+               "workers": len(workers), "peak_rss_mb_per_worker": sorted(round(v, 1) for v in workers.values()),
                "layer": "buildings.gpkg", "quicklook": quicklook.name,
                "geoparquet": "not written: the GDAL under pyogrio has no Parquet driver"}
     if _has_parquet():
