@@ -1,4 +1,5 @@
-"""``buildings score`` and ``buildings check-result``: submissions against truth and contest rules."""
+"""``buildings score``, ``buildings score-polygons`` and ``buildings check-result``: submissions and
+building polygons against truth, results against contest rules."""
 
 from __future__ import annotations
 
@@ -76,4 +77,39 @@ def check_result(result, images, num_classes):
     click.echo(f"{result}: OK, {checked.n_files} PNGs for {len(shapes)} test images; class shares % {shares}")
 
 
-COMMANDS = [score, check_result]
+@click.command("score-polygons")
+@click.argument("pred", type=click.Path(exists=True, dir_okay=False))
+@click.argument("truth", type=click.Path(exists=True, dir_okay=False))
+@click.option("--iou", "iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="IoU a predicted and a truth building need to match.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
+def score_polygons(pred, truth, iou, as_json):
+    """Score building polygons PRED against TRUTH, building by building.
+
+    Each is a vector file (.gpkg, .geojson, .shp, .fgb, .parquet) or a mask (GeoTIFF or PNG,
+    non-zero = building, traced into one polygon per building); PRED is reprojected into TRUTH's
+    CRS. Prints SpaceNet precision / recall / F1 (one-to-one matches at IoU >= --iou), the mean IoU
+    and PoLiS distance (Avbelj et al. 2015, in TRUTH's units) of the matched buildings, and the
+    vertices per building."""
+    from buildings.geo.polygon_metrics import score_footprint_files
+
+    result = score_footprint_files(pred, truth, iou=iou)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+
+    def number(value, digits=4):
+        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+    click.echo(f"buildings             predicted {result.n_pred}, truth {result.n_truth}, "
+               f"matched {result.matched} (IoU >= {result.iou_threshold:g})")
+    click.echo(f"precision             {result.precision:.4f}")
+    click.echo(f"recall                {result.recall:.4f}")
+    click.echo(f"F1                    {result.f1:.4f}")
+    click.echo(f"mean IoU, matched     {number(result.mean_iou)}")
+    click.echo(f"PoLiS, matched        {number(result.polis)} {result.units}")
+    click.echo(f"vertices per building predicted {number(result.vertices_pred, 1)}, "
+               f"truth {number(result.vertices_truth, 1)}")
+
+
+COMMANDS = [score, score_polygons, check_result]
