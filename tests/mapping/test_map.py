@@ -180,3 +180,34 @@ def test_ray_engine_with_a_worker_killed_and_a_corrupt_input(scene, single_masks
     assert lines[0].startswith("skipped ") and "not a readable GeoTIFF" in lines[0]
     summary = _check_job(out, paths, model, root, single_masks=single_masks)
     assert list(summary["failed"]) == [str(tiles / "broken.tif")]
+
+
+@pytest.mark.slow
+def test_the_merged_layer_regularised_and_filtered_in_square_metres(scene, tmp_path):
+    """merge_parts on the local job's committed parts (the job ran in the test above or runs here)."""
+    from rasterio.crs import CRS
+
+    from buildings.mapping.merge import PartFile, merge_parts
+
+    root, paths, model = scene
+    out = root / "local"
+    if not (out / "summary.json").exists():
+        done = _run("map", str(root / "tiles"), "--checkpoint", str(model), "--out", str(out), "--engine", "local",
+                    "--block", str(BLOCK), "--crs", "EPSG:3857", cwd=root)
+        assert done.returncode == 0, done.stderr[-3000:]
+    parts = []
+    for name in paths:
+        state = json.loads((out / "state" / f"{name}.json").read_text())
+        parts.append(PartFile(name, out / "parts" / f"{name}.gpkg", state["crs_wkt"], tuple(state["bounds"]),
+                              state["pixel_size"]))
+    target = CRS.from_epsg(3857)
+    plain = merge_parts(parts, target)
+    squared = merge_parts(parts, target, regularize=True)
+    assert len(squared.geometries) == len(plain.geometries) == EXPECTED_BUILDINGS
+    for geometry in squared.geometries:  # rectangles, squared: 4 corners (5 with the closing point)
+        assert len(geometry.exterior.coords) == 5, geometry.wkt
+    areas = [(r1 - r0) * (c1 - c0) * PIXEL ** 2 for boxes in MOSAIC_BUILDINGS.values() for r0, c0, r1, c1 in boxes]
+    floor = min(areas) + 1
+    filtered = merge_parts(parts, target, min_area_m2=floor)
+    assert 0 < len(filtered.geometries) == sum(a >= floor for a in areas) < EXPECTED_BUILDINGS
+    assert min(filtered.columns["area_m2"]) >= floor
