@@ -109,11 +109,10 @@ def _barrier(replicas) -> None:
 
 def drive(args) -> list[dict]:
     rows = []
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
     for count in [int(n) for n in args.processes.split(",")]:
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "row.json"
-            command = [torchrun, "--standalone", "--nproc-per-node", str(count), __file__, "--worker",
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(count), __file__, "--worker",
                        "--out", str(out), "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
                        "--steps", str(args.steps), "--warmup", str(args.warmup), "--filters", str(args.filters)]
             env = {**os.environ, "KERAS_BACKEND": "torch"}

@@ -19,13 +19,14 @@
 # 512² bf16 for torch (patches on and off) and jax -> plain-PyTorch reference of the same U-Net
 # (AMP, channels_last; eager and torch.compile) -> Keras jit_compile on and off -> inference
 # images/s -> model FLOPs and MFU against the bf16 dense peak -> peak GPU memory (Keras vs PyTorch)
-# -> the step's input-bound share with 1..8 loader workers.
+# -> the step's input-bound share with 1..8 loader workers -> with two or more GPUs, data-parallel
+# scaling over 1, 2, 4.. GPUs (torch.distributed; it says so when there is one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-run-out}
 WORK=${WORK:-/tmp/gpu-run-work}
 SMOKE=${SMOKE:-0}
-STAGES=${STAGES:-train bench reference}
+STAGES=${STAGES:-train bench reference multigpu}
 BARNARP=${BARNARP:-.barnarp}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}   # H100 SXM bf16 dense
 mkdir -p "$OUT" "$WORK/logs"
@@ -171,6 +172,23 @@ section "Is training input-bound? (device augmentation vs CPU workers)"
 step input.log "$LIMIT" $PY experiments/bench_input_bound.py --data "$DATA" --model-option filters=$FILTERS \
   --image-size "$SIZE" --batch-size "$BATCH" --workers "$WORKERS" --steps "$STEPS" --fit-steps "$FIT_STEPS" \
   --precision "$PRECISION" >> "$REPORT"
+fi
+
+if has_stage multigpu; then
+section "Several GPUs: torch.distributed data parallel (experiments/bench_distributed.py)"
+GPUS=$($PY -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+if [ "$SMOKE" = 1 ]; then  # on any machine: 1 and 2 gloo processes on the CPU, tiny, so the stage cannot rot
+  step multigpu.log "$LIMIT" $PY experiments/bench_distributed.py --device cpu --processes 1,2 --image-size 64 \
+    --batch-size 2 --steps 2 --warmup 1 --filters 4 >> "$REPORT"
+elif [ "$GPUS" -gt 1 ]; then
+  COUNTS=1; n=2; while [ "$n" -le "$GPUS" ]; do COUNTS="$COUNTS,$n"; n=$((n * 2)); done
+  [ "$((n / 2))" -ne "$GPUS" ] && COUNTS="$COUNTS,$GPUS"
+  step multigpu.log "$LIMIT" $PY experiments/bench_distributed.py --device cuda --processes "$COUNTS" \
+    --image-size "$SIZE" --batch-size "$BATCH" --steps "$BENCH_STEPS" --filters "$FILTERS" >> "$REPORT"
+  echo "Goal: scaling >= 0.9 x N (the scaling column)." >> "$REPORT"
+else
+  echo "One GPU visible ($GPUS): the multi-GPU stage needs two or more, so it did not run." >> "$REPORT"
+fi
 fi
 
 echo -e "\nTotal wall time: $((SECONDS - started)) s" >> "$REPORT"
