@@ -37,18 +37,40 @@ def test_model_loss_metric_suite_passes_on(backend):
 
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name, options", [
+CHECKPOINTS = [
     ("attunet", '{"filters": 8, "depth": 3, "decoder_attention": "cbam"}'),
     ("deeplabv3plus", '{"decoder_attention": "se"}'),
-])
-def test_checkpoint_trained_under_torch_loads_under_jax_and_tensorflow(tmp_path, name, options):
-    trained = run_under("torch", [str(SCRIPTS / "backend_train.py"), str(tmp_path), name, options])
-    assert trained.returncode == 0, trained.stderr[-3000:]
+]
+
+
+@pytest.fixture(scope="module")
+def torch_checkpoints(tmp_path_factory) -> dict:
+    """Every model of CHECKPOINTS trained under torch and loaded under jax and tensorflow: one
+    process per backend for all of them (each start imports a framework: ~10-20 s), each model in
+    its own folder with its own seed, so that one model's failure is reported by its own test.
+    {name: (torch process, its folder, {backend: (process, {folder: max difference or traceback})})}."""
+    folders = {name: tmp_path_factory.mktemp(name) for name, _ in CHECKPOINTS}
+    trained = run_under("torch", [str(SCRIPTS / "backend_train.py"),
+                                  *(arg for name, options in CHECKPOINTS for arg in (str(folders[name]), name, options))])
+    loaded = {}
     for backend in ("jax", "tensorflow"):
-        loaded = run_under(backend, [str(SCRIPTS / "backend_load.py"), str(tmp_path)])
-        assert loaded.returncode == 0, loaded.stderr[-3000:]
-        diff = float(loaded.stdout.split("MAXDIFF")[-1])
+        done = run_under(backend, [str(SCRIPTS / "backend_load.py"), *(str(folders[name]) for name, _ in CHECKPOINTS)])
+        results = json.loads(done.stdout.split("RESULTS", 1)[1]) if "RESULTS" in done.stdout else {}
+        loaded[backend] = (done, results)
+    return {name: (trained, folders[name], loaded) for name, _ in CHECKPOINTS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, options", CHECKPOINTS)
+def test_checkpoint_trained_under_torch_loads_under_jax_and_tensorflow(torch_checkpoints, name, options):
+    trained, folder, loaded = torch_checkpoints[name]
+    error = folder / "error.txt"
+    assert not error.exists() and (folder / "model.keras").is_file(), (error.read_text() if error.exists()
+                                                                      else trained.stderr[-3000:])
+    for backend in ("jax", "tensorflow"):
+        done, results = loaded[backend]
+        diff = results.get(str(folder))
+        assert isinstance(diff, float), (backend, diff if diff is not None else done.stderr[-3000:])
         assert np.isfinite(diff) and diff < 1e-5, (backend, diff)
 
 

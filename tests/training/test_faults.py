@@ -68,8 +68,8 @@ def test_fit_killed_at_20_random_moments_resumes_every_time(synth_dataset, tmp_p
             while process.poll() is None and len(hits()) < k:
                 time.sleep(0.005)
             target = hits()[k - 1] if len(hits()) >= k else None
-        else:
-            deadline = time.time() + rng.uniform(0.5, 12.0)
+        else:  # 8 s: past the import, the data, the first epoch's training and validation
+            deadline = time.time() + rng.uniform(0.5, 8.0)
             while process.poll() is None and time.time() < deadline:
                 time.sleep(0.01)
             target = None
