@@ -273,16 +273,23 @@ def run_map(sources, spec: PredictorSpec, options: MapOptions, *, engine: str = 
                    workers=workers)
 
 
+FIRST_WINDOW = [0.0]  # seconds from the engine's start to the first result of the last job in this process
+
+
 def _predict(plans, spec, options, key, *, engine, address, actors, say, failed) -> tuple[dict, dict]:
     by_stem = {p.stem: p for p in plans}
     writers: dict[str, FileWriter] = {}
     states: dict[str, dict] = {}
     workers: dict[int, float] = {}  # pid -> peak resident MB
+    workers_first = time.perf_counter()
     if not plans:
         return states, workers
     stream = run_ray(spec, plans, actors=actors, address=address, say=say) if engine == "ray" else run_local(spec, plans)
     try:
         for result in stream:
+            if not workers:  # the engine's start: Ray, the actors, their models, the first window
+                say(f"first window after {time.perf_counter() - workers_first:.1f} s")
+                FIRST_WINDOW[0] = time.perf_counter() - workers_first
             workers[result.worker] = max(workers.get(result.worker, 0.0), result.peak_rss_mb)
             stem = result.stem
             plan = by_stem[stem]
@@ -336,7 +343,7 @@ def _finish(out: Path, paths, states, failed, options, *, skipped, engine, start
                "buildings": len(layer.geometries), "joined_across_files": layer.joined_across_files,
                "target_crs": target.to_string(), "engine": engine,
                "windows": sum(len(states[p.stem]["windows"]) for p in predicted),
-               "predict_seconds": round(predict_seconds, 3), "wall_seconds": round(time.perf_counter() - started, 3),
+               "predict_seconds": round(predict_seconds, 3), "first_window_seconds": round(FIRST_WINDOW[0], 3), "wall_seconds": round(time.perf_counter() - started, 3),
                "images_per_s": round(len(predicted) / predict_seconds, 4) if predicted and predict_seconds else None,
                "megapixels_per_s": round(megapixels / predict_seconds, 4) if predicted and predict_seconds else None,
                "workers": len(workers), "peak_rss_mb_per_worker": sorted(round(v, 1) for v in workers.values()),
