@@ -172,7 +172,7 @@ def test_ray_engine_with_a_worker_killed_and_a_corrupt_input(scene, single_masks
     marker = root / "fault-happened"
     env = _env(BUILDINGS_MAP_FAULT=f"{marker}:utm_b:1:1", RAY_DEDUP_LOGS="0")
     done = _run("map", str(tiles), "--checkpoint", str(model), "--out", str(out), "--engine", "ray",
-                "--actors", "2", "--block", str(BLOCK), "--crs", "EPSG:3857", cwd=root, env=env)
+                "--actors", "2", "--block", str(BLOCK), "--crs", "EPSG:3857", "--save-probabilities", cwd=root, env=env)
     assert marker.exists()  # a worker did exit mid-job
     assert done.returncode == 1, done.stderr[-3000:]  # one input failed: said, and the exit status says so
     lines = [line for line in done.stderr.splitlines() if "broken.tif" in line]
@@ -180,6 +180,12 @@ def test_ray_engine_with_a_worker_killed_and_a_corrupt_input(scene, single_masks
     assert lines[0].startswith("skipped ") and "not a readable GeoTIFF" in lines[0]
     summary = _check_job(out, paths, model, root, single_masks=single_masks)
     assert list(summary["failed"]) == [str(tiles / "broken.tif")]
+    from rio_cogeo.cogeo import cog_validate
+
+    for name in paths:  # --save-probabilities: probability x 255, a COG on the mask's grid
+        probabilities = out / "probabilities" / f"{name}.tif"
+        assert cog_validate(str(probabilities))[0]
+        np.testing.assert_array_equal(_read(probabilities) >= 128, single_masks[name].astype(bool))
 
 
 @pytest.mark.slow
