@@ -76,6 +76,9 @@ class FitConfig:
     devices: int | str | None = None  # data-parallel devices: N or "all" (buildings.training.distributed)
     folds: int | None = None  # k-fold: train on the training images outside fold `fold` (1..folds),
     fold: int | None = None   # validate on fold `fold` (buildings.data.splits.kfold_sources)
+    # What the machine's recipe filled into these options (buildings.recipes.Filled.record), in this run
+    # or the run whose config.json they were copied from; None: nothing was filled.
+    device_defaults: dict | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> FitConfig:
@@ -152,8 +155,9 @@ def parse_model_options(items) -> dict:
     return options
 
 
-def load_run_config(path) -> FitConfig:
-    """The options stored in a run's config.json (or a plain options JSON file)."""
+def read_options(path) -> dict:
+    """The options stored in a run's config.json, a recipe or a plain options JSON file, as given
+    there (``FitConfig`` names → values; :meth:`FitConfig.from_dict` checks the names)."""
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
@@ -161,34 +165,52 @@ def load_run_config(path) -> FitConfig:
         raise RunDirError(f"{path}: not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunDirError(f"{path}: not a readable JSON config ({err})") from None
-    if not isinstance(payload, dict):
+    if not isinstance(payload, dict) or not isinstance(payload.get("options", payload), dict):
         raise RunDirError(f"{path}: expected a JSON object of options")
-    options = payload.get("options", payload)
-    return FitConfig.from_dict(options)
+    return dict(payload.get("options", payload))
 
 
-def make_fit_config(*, flags: dict | None = None, model_options=(), config_file=None, resume_dir=None) -> FitConfig:
+def load_run_config(path) -> FitConfig:
+    """The options stored in a run's config.json (or a plain options JSON file)."""
+    return FitConfig.from_dict(read_options(path))
+
+
+def make_fit_config(*, flags: dict | None = None, model_options=(), config_file=None, resume_dir=None,
+                    accelerator: bool | None = None) -> FitConfig:
     """The options of a ``buildings fit`` call (step 1 of the module docstring).
 
     ``flags``: the options given explicitly (field name → value); they override ``config_file``
-    (a run's config.json reproduced in a new run directory) or the options of the run in
-    ``resume_dir`` (continued in place). ``model_options``: ``KEY=VALUE`` items merged over the
-    base's model options.
+    (a recipe name, or a JSON file of options such as a run's config.json, reproduced in a new run
+    directory) or the options of the run in ``resume_dir`` (continued in place). ``model_options``:
+    ``KEY=VALUE`` items merged over the base's model options. ``accelerator`` (True or False; a new
+    run only): the options given nowhere are filled from that machine's recipe
+    (``buildings.recipes.device_defaults``) and the fill is recorded in ``device_defaults``; None
+    leaves ``FitConfig``'s defaults.
     """
+    from buildings.recipes import device_defaults, recipe_file
+
     flags = dict(flags or {})
     if resume_dir is not None:
         from buildings.training.run_dir import RunDirectory
 
         base = load_run_config(RunDirectory.check_resumable(resume_dir))
         flags["run_dir"] = str(resume_dir)
-    elif config_file is not None:
-        base = load_run_config(config_file)
-        flags = {"run_dir": None, **flags}  # a new run directory, unless the flags name one
+        given = None  # a resumed run keeps its options
     else:
-        base = FitConfig()
+        given = read_options(recipe_file(config_file)) if config_file is not None else {}
+        base = FitConfig.from_dict({**given, "run_dir": None} if config_file is not None else {})
+        given = {**given, **flags}
     if model_options:
         flags["model_options"] = {**base.model_options, **parse_model_options(model_options)}
-    return dataclasses.replace(base, **flags)
+    config = dataclasses.replace(base, **flags)
+    if given is not None and accelerator is not None:
+        given["model_options"] = {**given.get("model_options", {}), **parse_model_options(model_options)}
+        if not given["model_options"]:
+            del given["model_options"]
+        filled = device_defaults(given, accelerator=accelerator)
+        if filled.options:  # else the options keep the record they came with (a run's config.json)
+            config = dataclasses.replace(config, **filled.options, device_defaults=filled.record())
+    return config
 
 
 def resolve_fit_config(config: FitConfig, source, *, run_dir) -> FitConfig:

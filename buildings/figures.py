@@ -136,7 +136,8 @@ def panels_figure(path, panels: Sequence[Panel], *, title: str, task: Task | Non
 
 
 def curves_figure(path, history, *, monitor: str, title: str) -> Path:
-    """Losses and validation metrics per epoch (1-based, as history.csv numbers them), best epoch marked."""
+    """Losses and validation metrics per epoch (1-based, as history.csv numbers them), best epoch marked,
+    and the start of each training phase after the first (the encoder unfrozen) shaded from there."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -159,6 +160,13 @@ def curves_figure(path, history, *, monitor: str, title: str) -> Path:
         for ax in (losses, metrics):
             ax.axvline(best["epoch"], color="grey", linestyle="--", linewidth=1,
                        label=f"best: epoch {int(best['epoch'])}, {monitor.removeprefix('val_')} {best[monitor]:.4f}")
+    if "phase" in history and history["phase"].notna().any():
+        phases = history["phase"].fillna(0).to_numpy()
+        for index in range(1, len(epochs)):
+            if phases[index] > phases[index - 1]:
+                for ax in (losses, metrics):
+                    ax.axvspan(epochs[index] - 0.5, epochs.max() + 0.5, color="tab:orange", alpha=0.08,
+                               label=f"encoder unfrozen from epoch {int(epochs[index])}")
     for ax in (losses, metrics):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -12,7 +12,7 @@ Phases (``--phases``, comma-separated; finished runs are skipped, so the script 
   (threshold, min-area, hole filling, area gate, peak gate: added one at a time) applied to test_a.
 * ``bag``      ``--folds`` runs of the pretrained U-Net with ``fit --folds N --fold K``
   (``--fold-minutes`` each), the bag tuned on validation and predicted as one ensemble.
-* ``recipe``   ``buildings fit --config experiments/recipes/cpu-quick.json`` for every seed in ``--seeds``,
+* ``recipe``   ``buildings fit --config buildings/recipes/cpu-quick.json`` for every seed in ``--seeds``,
   tuned on validation, predicted and scored end to end (the time from fit to score is in each row).
 
     python experiments/accuracy_recipes.py [--phases compare,bag,recipe] [--seeds 0,1,2] [--minutes 4]
@@ -238,7 +238,7 @@ def main() -> None:
         run = out / f"cpu-quick-seed{seed}"
         if not (run / "rows.done").exists():
             start = time.perf_counter()
-            info = train(run, ["--config", str(ROOT / "experiments" / "recipes" / "cpu-quick.json"), "--seed", str(seed)])
+            info = train(run, ["--config", str(ROOT / "buildings" / "recipes" / "cpu-quick.json"), "--seed", str(seed)])
             rows = tuned_rows([run / "best.keras"], data, run, log, {"model": "cpu-quick recipe", "seed": seed, **info},
                               cli_check=True)
             for r in rows:

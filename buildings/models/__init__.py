@@ -38,7 +38,7 @@ from buildings.models.fcn import build_fcn
 from buildings.models.unet import build_unet
 
 __all__ = ["ENCODERS", "ENCODER_NAME", "INTERNAL_OPTIONS", "MODELS", "build_model", "get_encoder", "load_model",
-           "model_options", "resolve_options"]
+           "model_options", "resolve_options", "set_encoder_trainable"]
 
 MODELS = dict(zip(ARCHITECTURES, (build_unet, build_attunet, build_deeplabv3plus, build_fcn), strict=True))
 
@@ -117,6 +117,25 @@ def get_encoder(model: keras.Model) -> keras.Model | None:
         if layer.name == ENCODER_NAME and isinstance(layer, keras.Model):
             return layer
     return None
+
+
+def set_encoder_trainable(encoder: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze a backbone for fine-tuning. Unfrozen, its BatchNormalization layers stay
+    frozen, in inference mode: the decoder learned on the features the pretrained moving statistics
+    give, and switching them to batch statistics (small batches of another domain) moves every
+    feature at once (Keras's transfer-learning guide does the same)."""
+    encoder.trainable = trainable
+    if trainable:
+        for layer in _all_layers(encoder):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def load_model(path, *, compile: bool = True) -> keras.Model:

@@ -30,7 +30,8 @@ def build_deeplabv3plus(*, num_classes: int = 1, encoder: str = "resnet50", enco
 
     Args:
         num_classes: 1 for one binary logit, N for N class logits.
-        encoder: a ResNet key of ``ENCODERS`` (``resnet50``, ``resnet101``, ``resnet152``).
+        encoder: a ResNet (``resnet50``, ``resnet101``, ``resnet152``) or EfficientNet-Lite key of ``ENCODERS``
+            (dilated to ``output_stride``).
         encoder_weights: None, ``"imagenet"`` or a local weights file.
         output_stride: 16 (default) or 8; rates are doubled at 8, as in the paper.
         decoder_attention: ``"none"``, ``"se"`` or ``"cbam"`` on the decoder output.

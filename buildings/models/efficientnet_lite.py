@@ -59,23 +59,35 @@ def _blocks(width: float, depth: float):
 
 
 def efficientnet_lite(variant: str = "efficientnet_lite0", *, include_top: bool = False, classes: int = 1000,
-                      input_shape=(None, None, 3), name: str | None = None) -> keras.Model:
-    """The network (random weights); ``include_top`` adds the pooled 1000-class classifier."""
+                      output_stride: int = 32, input_shape=(None, None, 3), name: str | None = None) -> keras.Model:
+    """The network (random weights); ``include_top`` adds the pooled 1000-class classifier.
+
+    ``output_stride`` 16 or 8 (DeepLab's dilated backbone): the stride-2 blocks past it keep stride 1
+    and dilate their depthwise kernels instead (rate doubling at each), so the weights are the same
+    and the features stay at 1/16 or 1/8 of the input."""
     if variant not in VARIANTS:
         raise ConfigError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     width, depth = VARIANTS[variant]
     inputs = keras.Input(input_shape)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(name="stem_bn", **BN)(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
+    reached, dilation = 2, 1  # the stem's stride 2
     for index, (filters_in, filters_out, kernel, stride, expand) in enumerate(_blocks(width, depth)):
         prefix = f"block{index}_"
+        if stride == 2 and reached * 2 > output_stride:
+            stride, dilation = 1, dilation * 2
+        elif stride == 2:
+            reached *= 2
         shortcut = x
         if expand != 1:
             x = layers.Conv2D(filters_in * expand, 1, use_bias=False, name=prefix + "expand_conv")(x)
             x = layers.BatchNormalization(name=prefix + "expand_bn", **BN)(x)
             x = layers.ReLU(6.0, name=prefix + "expand_relu")(x)
-        x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=prefix + "dwconv")(x)
+        x = layers.DepthwiseConv2D(kernel, strides=stride, dilation_rate=dilation, padding="same", use_bias=False,
+                                   name=prefix + "dwconv")(x)
         x = layers.BatchNormalization(name=prefix + "dw_bn", **BN)(x)
         x = layers.ReLU(6.0, name=prefix + "dw_relu")(x)
         x = layers.Conv2D(filters_out, 1, use_bias=False, name=prefix + "project_conv")(x)

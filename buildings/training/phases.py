@@ -1,4 +1,6 @@
-"""Training phases: the encoder frozen for the first ``freeze_encoder_epochs``, then trained.
+"""Training phases: the encoder frozen for the first ``freeze_encoder_epochs``, then trained (its
+BatchNormalization layers kept in inference mode, ``models.set_encoder_trainable``) with the
+learning rate warmed up again from the unfreezing epoch (``objective.WarmupCosine``).
 
 Each phase is one ``model.fit`` over its epochs, compiled afresh (freezing changes the trainable
 weights): the optimiser's step count continues across phases, so the per-step warmup + cosine
@@ -12,7 +14,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from buildings.models import get_encoder
+from buildings.models import get_encoder, set_encoder_trainable
 from buildings.training.callbacks import EpochCommit
 from buildings.training.distributed import ONE_DEVICE, Replicas
 
@@ -50,7 +52,9 @@ def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose,
         if phase.last <= phase.first or start >= phase.last:
             continue  # nothing to do, or already finished before a resume
         if encoder is not None:
-            encoder.trainable = phase.encoder_trainable
+            set_encoder_trainable(encoder, phase.encoder_trainable)
+            if phase.index > 0:  # unfrozen after a frozen phase: warm the learning rate up again
+                objective.plan.rewarm_epoch = phase.first
         begin = max(phase.first, start)
         objective.compile(trainer)
         if begin == start and state is not None and replicas.chief:  # the first phase of a resumed run

@@ -218,7 +218,7 @@ class RunDirectory:
         the segmentation model a training wrapper holds) to last.keras / best.keras."""
         export = model if export is None else export
         previous = self.read_state()
-        self._write_history(epoch, logs)
+        self._write_history(epoch, {**logs, "phase": phase})
         with atomic_path(self.last_path, suffix=".keras") as temporary:
             export.save(temporary)
         best, best_epoch = (previous.best, previous.best_epoch) if previous else (None, None)

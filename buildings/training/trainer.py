@@ -28,7 +28,7 @@ from buildings.runtime.device import accelerator_available, describe_device
 from buildings.training.callbacks import RunCallbacks
 from buildings.training.data import TrainingData
 from buildings.training.distributed import Replicas, replicas_for, start, stop_together
-from buildings.training.objective import TrainingObjective
+from buildings.training.objective import SchedulePlan, TrainingObjective
 from buildings.training.phases import train_phases
 from buildings.training.run_dir import RunDirectory, git_commit, package_versions
 from buildings.training.training_model import TrainingModel
@@ -74,9 +74,11 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
             run.write_config(_run_record(config, machine, data, model, command, replicas))
         state = replicas.share(run.start(resume=resume) if replicas.chief else None)
         first_epoch = state.epoch if state else 0
-        objective = TrainingObjective(config, data.task, batches.steps)
+        objective = TrainingObjective(config, data.task, batches.steps,
+                                      SchedulePlan(_planned_epochs(run, config) if state else config.epochs))
         own = RunCallbacks(config, monitor=objective.monitor, log_dir=run.path / "logs", steps=batches.steps,
-                           first_epoch=first_epoch, accelerator=machine.accelerator, replicas=replicas)
+                           first_epoch=first_epoch, accelerator=machine.accelerator, replicas=replicas,
+                           plan=objective.plan)
         together = [c for c in [stop_together(replicas)] if c is not None]
         started = time.perf_counter()
         epochs_run = train_phases(TrainingModel(model), objective, batches, run, state=state,
@@ -90,6 +92,15 @@ def fit(config: FitConfig, *, resume: bool = False, command: str | None = None, 
                              stop_reason=stop_reason)
         return _summarise(run, objective.monitor, machine, resume=resume, first_epoch=first_epoch,
                           epochs_run=epochs_run, wall=wall, stop_reason=stop_reason)
+
+
+def _planned_epochs(run: RunDirectory, config: FitConfig) -> int:
+    """The epochs a resumed run's schedule decays over: the plan its last committed epoch logged
+    (a wall-time cap planned it), else all of them."""
+    history = run.history()
+    if "planned_epochs" in history and history["planned_epochs"].notna().any():
+        return int(history["planned_epochs"].dropna().iloc[-1])
+    return config.epochs
 
 
 @contextmanager

