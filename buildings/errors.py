@@ -7,6 +7,10 @@ what is at fault: the file (and line, member or token), the option and its value
 The concrete classes also derive from the built-in exception a Python caller would expect
 (``ValueError`` for bad content, ``FileNotFoundError`` for something missing), so
 ``except ValueError`` around a library call keeps working.
+
+The message forms live here too: :func:`one_line` (what the command line prints), and for an
+optional dependency that is not installed :func:`missing_extra` (``X needs Y: pip install -e
+".[extra]"``) with :func:`require`, which refuses before the work starts.
 """
 
 from __future__ import annotations
@@ -19,13 +23,26 @@ __all__ = [
     "DatasetNotFoundError",
     "ImageReadError",
     "LabelMapError",
+    "MESSAGE_LIMIT",
     "OutputError",
     "RLEError",
     "RunDirError",
     "SubmissionError",
     "excerpt",
+    "missing_extra",
+    "one_line",
+    "require",
     "shorten",
 ]
+
+MESSAGE_LIMIT = 400  # characters of an error line
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """An error message as one line of at most ``limit`` characters (how the command line prints a
+    :class:`BuildingsError`, and how a failed map window records its cause)."""
+    message = " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
 def shorten(text, limit: int = 60) -> str:
@@ -45,6 +62,30 @@ def excerpt(value, limit: int = 40) -> str:
         return text
     length = f" ({len(value)} characters)" if isinstance(value, (str, bytes)) else ""
     return text[:limit] + "..." + length
+
+
+_DISTRIBUTIONS = {"python_multipart": "python-multipart"}  # import name -> the name pip installs
+
+
+def missing_extra(what: str, module: str, extra: str) -> str:
+    """The one line for an optional dependency that is not installed: ``<what> needs <module>:
+    pip install -e ".[<extra>]"``, ``extra`` being the pyproject.toml extra that installs it."""
+    return f'{what} needs {_DISTRIBUTIONS.get(module, module)}: pip install -e ".[{extra}]"'
+
+
+def require(what: str, extra: str, *modules: str, error: type[BuildingsError] | None = None) -> None:
+    """Refuse ``what`` at once, before any model is loaded or data read, when one of the optional
+    ``modules`` (top-level import names) is not installed: a :class:`ConfigError` (or ``error``)
+    worded by :func:`missing_extra`. Looks the modules up without importing them."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None  # None too when sys.modules[module] is None
+        except (ImportError, ValueError):  # a module object without a __spec__
+            found = False
+        if not found:
+            raise (error or ConfigError)(missing_extra(what, module, extra))
 
 
 class BuildingsError(Exception):

@@ -23,7 +23,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from buildings.errors import ConfigError, OutputError
+from buildings.errors import ConfigError, OutputError, require
 from buildings.files import atomic_dir, atomic_path
 
 __all__ = ["FORMATS", "export_checkpoint"]
@@ -95,15 +95,17 @@ def _add_metadata(path: Path, values: dict) -> None:
 def export_checkpoint(checkpoint, out, fmt: str = "onnx") -> Path:
     """Export the ``.keras`` ``checkpoint`` to ``out`` in ``fmt`` (onnx, saved_model, torch); the
     file (or SavedModel folder) appears only when complete."""
-    import keras
-
-    from buildings.runtime import torch_speedups
-
     if fmt not in FORMATS:
         raise ConfigError(f"export format must be one of {sorted(FORMATS)}, got {fmt!r}")
     out = Path(out)
     if FORMATS[fmt] and out.suffix != FORMATS[fmt]:
         raise ConfigError(f"{out}: a {fmt} export is written to a {FORMATS[fmt]} file")
+    if fmt == "onnx":  # before Keras is imported or the checkpoint loaded
+        require("--format onnx", "deploy", "onnx")
+    import keras
+
+    from buildings.runtime import torch_speedups
+
     backend = keras.backend.backend()
     if fmt == "torch" and backend != "torch":
         raise ConfigError("--format torch needs the torch backend (KERAS_BACKEND=torch, the default)")

@@ -80,11 +80,12 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from buildings.errors import BuildingsError, ConfigError, shorten
+from buildings.errors import BuildingsError, ConfigError, require, shorten
+from buildings.geo.tiff import is_tiff, tiff_size
 from buildings.serve_page import PAGE
 
-__all__ = ["MAX_PIXELS", "PAGE", "SYNTHETIC_LABEL", "RecentProbabilities", "Sample", "check_exposure", "create_app",
-           "find_sample", "image_size", "is_loopback", "serve", "synthetic_sample"]
+__all__ = ["MAX_PIXELS", "PAGE", "SERVER_MODULES", "SYNTHETIC_LABEL", "RecentProbabilities", "Sample", "check_exposure",
+           "check_installed", "create_app", "find_sample", "image_size", "is_loopback", "serve", "synthetic_sample"]
 
 CHUNK = 1 << 20
 MAX_PIXELS = 8192 * 8192  # default pixel budget (67,108,864): ~0.2 GB as RGB, ~1 GB at the model's peak
@@ -107,15 +108,8 @@ UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Image.open reads only the header), but it is no dependency of this project (pyproject.toml; here it
 # comes only with matplotlib and tensorboard), and OpenCV has no header-only reader. Each reader looks
 # at the bytes the decoder will look at first, so the size checked is the size that would be decoded.
+# The TIFF reader is buildings.geo.tiff's (predict reads GeoTIFF tags with it).
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # not C4 (DHT), C8, CC
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
-_BIGTIFF_MAGIC = (b"II+\x00", b"MM\x00+")
-_MAX_IFD_ENTRIES = 4096  # real TIFFs have tens of tags; ImageWidth/ImageLength (256/257) come first
-
-
-def is_tiff(data: bytes) -> bool:
-    """TIFF or BigTIFF, either byte order."""
-    return bytes(data[:4]) in _TIFF_MAGIC + _BIGTIFF_MAGIC
 
 
 def image_size(data: bytes) -> tuple[str, int, int] | None:
@@ -137,7 +131,7 @@ def image_size(data: bytes) -> tuple[str, int, int] | None:
             width, height = struct.unpack("<ii", head[18:26])
         return "BMP", abs(width), abs(height)  # a negative height is a top-down bitmap
     if is_tiff(head):
-        return _tiff_size(data)
+        return tiff_size(data)
     return None
 
 
@@ -166,43 +160,6 @@ def _jpeg_size(data: bytes) -> tuple[str, int, int] | None:
             height, width = struct.unpack(">HH", data[at + 5:at + 9])
             return "JPEG", width, height
         at += 2 + length
-    return None
-
-
-def _tiff_size(data: bytes) -> tuple[str, int, int] | None:
-    """ImageWidth and ImageLength of a TIFF's or BigTIFF's first IFD (the image libtiff and GDAL open)."""
-    order = "<" if data[:2] == b"II" else ">"
-    big = bytes(data[:4]) in _BIGTIFF_MAGIC
-    try:
-        if big:
-            offset_size, _ = struct.unpack(order + "HH", data[4:8])
-            if offset_size != 8:
-                return None
-            (ifd,) = struct.unpack(order + "Q", data[8:16])
-            count_format, entry_size, value_at = "Q", 20, 12
-        else:
-            (ifd,) = struct.unpack(order + "I", data[4:8])
-            count_format, entry_size, value_at = "H", 12, 8
-        count_size = struct.calcsize(count_format)
-        (entries,) = struct.unpack(order + count_format, data[ifd:ifd + count_size])
-    except struct.error:
-        return None
-    if not ifd:
-        return None
-    sizes = {}
-    for index in range(min(entries, _MAX_IFD_ENTRIES)):
-        at = ifd + count_size + index * entry_size
-        entry = bytes(data[at:at + entry_size])
-        if len(entry) < entry_size:
-            break
-        tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag in (256, 257):
-            value_format = {3: "H", 4: "I", 16: "Q"}.get(kind)  # SHORT, LONG, LONG8 (BigTIFF)
-            if value_format is None:
-                return None
-            (sizes[tag],) = struct.unpack_from(order + value_format, entry, value_at)
-            if len(sizes) == 2:
-                return ("BigTIFF" if big else "TIFF"), sizes[256], sizes[257]
     return None
 
 
@@ -798,6 +755,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+SERVER_MODULES = ("fastapi", "uvicorn", "python_multipart")  # the web stack, from the deploy extra
+
+
+def check_installed() -> None:
+    """Refuse to serve, before any checkpoint is loaded, when the web stack is not installed: one
+    line naming the module and the extra that installs it. (rasterio is optional here: without it
+    a GeoTIFF upload is read as a plain image.)"""
+    require("buildings serve", "deploy", *SERVER_MODULES)
 
 
 def check_exposure(host: str, token: str | None, no_auth: bool) -> str | None:

@@ -198,3 +198,17 @@ def write_raster(path, *, dtype="uint8", scale=1, bands_first=None):
                        crs=CRS, transform=TRANSFORM) as out:
         out.write(data)
     return path
+
+
+def tiff_header(*tags: int, width: int = 64, height: int = 48, big_endian: bool = False) -> bytes:
+    """A TIFF's header and first IFD and nothing else (no pixels): ImageWidth, ImageLength and one
+    SHORT entry for each of ``tags`` (33922, 34735, ...: GeoTIFF's). Enough for a header reader;
+    anything that reads the image fails on it."""
+    import struct
+
+    order = ">" if big_endian else "<"
+    entries = [(256, width), (257, height), *((tag, 1) for tag in tags)]
+    ifd = struct.pack(order + "H", len(entries))
+    for tag, value in sorted(entries):
+        ifd += struct.pack(order + "HHI", tag, 3, 1) + struct.pack(order + "H", value) + b"\0\0"
+    return (b"MM\x00*" if big_endian else b"II*\x00") + struct.pack(order + "I", 8) + ifd + struct.pack(order + "I", 0)

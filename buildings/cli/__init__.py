@@ -7,8 +7,8 @@ Importing this package imports click and the option modules only: no Keras, no i
 training module (``tests`` checks it), so ``buildings --help`` answers at once.
 
 Errors the user can fix (:class:`buildings.errors.BuildingsError` and its kinds) and operating-system
-errors are printed as one ``Error: ...`` line (at most :data:`MESSAGE_LIMIT` characters) with exit
-status 1; anything else is a bug and keeps its traceback.
+errors are printed as one ``Error: ...`` line (:func:`buildings.errors.one_line`: at most
+``MESSAGE_LIMIT`` characters) with exit status 1; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import click
 
 import buildings
 from buildings.cli import data, deploy, mapping, predict, score, train
-from buildings.cli.options import MESSAGE_LIMIT, one_line
-from buildings.errors import BuildingsError
+from buildings.errors import BuildingsError, one_line
 
-__all__ = ["MESSAGE_LIMIT", "main", "one_line"]
+__all__ = ["main"]
 
 
 class BuildingsGroup(click.Group):

@@ -65,8 +65,9 @@ def serve_command(ctx, **options):
     the same rule as `buildings predict` (the tuned postprocess.json, the options given overriding it).
     The page's sample is a validation tile of the model's own dataset (named by the run's config.json
     beside the checkpoint) when it is here, else a synthetic scene, labelled as such."""
-    from buildings.serve import check_exposure, find_sample, serve, served_hosts
+    from buildings.serve import check_exposure, check_installed, find_sample, serve, served_hosts
 
+    check_installed()  # fastapi, uvicorn, python-multipart: before loading anything
     token = options["token"] or None
     warning = check_exposure(options["host"], token, options["no_auth"])  # before loading anything or binding
     if warning:

@@ -7,6 +7,7 @@ import importlib.util
 import click
 
 from buildings.cli.options import given, predictor_options, rule_options, say
+from buildings.errors import ConfigError, missing_extra
 
 
 @click.command("map")
@@ -47,13 +48,14 @@ def map_command(ctx, sources, out_dir, engine, address, actors, crs, block, band
     from buildings.geo.raster import parse_bands
     from buildings.inference import resolve_rule
     from buildings.inference.backends import check_checkpoint_file
-    from buildings.mapping import MapOptions, PredictorSpec, run_map
+    from buildings.mapping import MapOptions, PredictorSpec, check_installed, run_map
 
+    check_installed()  # rasterio, shapely, pyogrio: before any checkpoint or raster is read
     for checkpoint in options["checkpoints"]:
         check_checkpoint_file(checkpoint)
     ray_installed = importlib.util.find_spec("ray") is not None
     if engine == "ray" and not ray_installed:
-        raise click.ClickException("--engine ray needs Ray: pip install -e \".[map]\" (or --engine local)")
+        raise ConfigError(missing_extra("--engine ray", "ray", "map") + " (or --engine local)")
     if engine == "auto":
         engine = "ray" if ray_installed else "local"
         if not ray_installed:

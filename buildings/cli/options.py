@@ -1,5 +1,5 @@
 """What the commands share: parameter types, option sets (declared once, applied by decorators),
-the one-line error form, the progress bar and stderr lines."""
+the progress bar and stderr lines."""
 
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ import click
 from buildings.contract import STRIDE
 from buildings.tta import TTA_MODES
 
-__all__ = ["DATA_DIR_HELP", "MESSAGE_LIMIT", "BatchSize", "FloatList", "ShapeType", "bar", "data_options",
-           "given", "one_line", "open_predictor", "parse_shape", "predictor_options", "rule_options", "say"]
+__all__ = ["DATA_DIR_HELP", "BatchSize", "FloatList", "ShapeType", "bar", "data_options", "given",
+           "open_predictor", "parse_shape", "predictor_options", "rule_options", "say"]
 
-MESSAGE_LIMIT = 400  # characters of an error line
 DATA_DIR_HELP = "TFDS data_dir that --data names are looked up in [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."
-
-
-def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    """An error message as one line of at most ``limit`` characters."""
-    message = " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
-    return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
 def say(line: str) -> None:

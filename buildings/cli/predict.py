@@ -79,7 +79,7 @@ def predict_command(ctx, **options):
 
 
 def _predict_geotiff(ctx, options) -> None:
-    from buildings.geo.predict import block_count, predict_raster
+    from buildings.geo.predict import block_count, check_raster_outputs, predict_raster
     from buildings.geo.raster import parse_bands
 
     if options["out"] or options["save_overlays"]:
@@ -89,8 +89,9 @@ def _predict_geotiff(ctx, options) -> None:
         raise click.UsageError("nothing to write: give --save-masks or --vectorize")
     image, save_masks, vectorize = options["images"], options["save_masks"], options["vectorize"]
     bands = parse_bands(options["bands"])
-    predictor = open_predictor(ctx, **options)
     mask_out = Path(save_masks) / (Path(image).stem + ".tif") if save_masks else None
+    check_raster_outputs(image, mask_out=mask_out, vectorize_out=vectorize)  # before a model is loaded
+    predictor = open_predictor(ctx, **options)
     with bar(block_count(image, options["block"]), "predicting", unit="blocks") as progress:
         report = predict_raster(predictor, image, bands=bands, mask_out=mask_out, vectorize_out=vectorize,
                                 simplify=options["simplify"], block=options["block"], progress=progress.update,

@@ -33,13 +33,14 @@ scores them.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from buildings.errors import ConfigError, DataError
+from buildings.errors import ConfigError, DataError, require
 
 __all__ = ["MASK_SUFFIXES", "VECTOR_SUFFIXES", "PolygonScore", "polis", "read_footprints", "score_footprint_files",
            "score_polygons", "vertex_counts"]
@@ -179,13 +180,29 @@ def read_footprints(path) -> tuple[list, object]:
     :class:`~buildings.geo.vectorize.BuildingPolygons` with its defaults (4-connected, holes kept,
     1-pixel simplification), block by block."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in MASK_SUFFIXES:
+    _check_reader(path)
+    if path.suffix.lower() in MASK_SUFFIXES:
         return _read_mask(path)
-    if suffix in VECTOR_SUFFIXES:
-        return _read_vector(path)
-    raise ConfigError(f"{path}: building footprints are read from vector files ({', '.join(VECTOR_SUFFIXES)}) "
-                      f"or masks ({', '.join(MASK_SUFFIXES)}); {suffix or 'no suffix'} is neither")
+    return _read_vector(path)
+
+
+_PARQUET_SUFFIXES = (".parquet", ".geoparquet")
+
+
+def _check_reader(path: Path) -> None:
+    """A kind of file footprints are read from, with what reads it installed: one line naming the
+    module and how to install it otherwise, before any file is read."""
+    suffix = path.suffix.lower()
+    if suffix not in MASK_SUFFIXES + VECTOR_SUFFIXES:
+        raise ConfigError(f"{path}: building footprints are read from vector files ({', '.join(VECTOR_SUFFIXES)}) "
+                          f"or masks ({', '.join(MASK_SUFFIXES)}); {suffix or 'no suffix'} is neither")
+    readers = ("rasterio",) if suffix in MASK_SUFFIXES else () if suffix in _PARQUET_SUFFIXES else ("pyogrio",)
+    require(f"{path}: reading it", "deploy", "shapely", "pyproj", *readers)
+    if suffix in _PARQUET_SUFFIXES:  # the GDAL inside pyogrio's wheels has no Parquet driver: geopandas + pyarrow
+        for module in ("geopandas", "pyarrow"):
+            if importlib.util.find_spec(module) is None:
+                raise ConfigError(f"{path}: reading GeoParquet needs geopandas and pyarrow, which no extra of this "
+                                  "package installs: pip install geopandas pyarrow")
 
 
 def _crs(value):
@@ -199,14 +216,11 @@ def _crs(value):
 def _read_vector(path: Path) -> tuple[list, object]:
     import shapely
 
-    parquet = path.suffix.lower() in (".parquet", ".geoparquet")
-    try:
-        if parquet:  # the GDAL inside pyogrio's wheels has no Parquet driver: geopandas + pyarrow read it
-            import geopandas
-        else:
-            from pyogrio.raw import read
-    except ImportError as err:
-        raise ConfigError(f"{path}: reading it needs {err.name}: pip install -e \".[deploy]\"") from None
+    parquet = path.suffix.lower() in _PARQUET_SUFFIXES
+    if parquet:  # installed: _check_reader
+        import geopandas
+    else:
+        from pyogrio.raw import read
     try:
         if parquet:
             frame = geopandas.read_parquet(path)
@@ -284,6 +298,8 @@ def score_footprint_files(pred_path, truth_path, iou: float = 0.5) -> PolygonSco
     """:func:`score_polygons` of the footprints of two files (:func:`read_footprints`), the
     predictions reprojected into the truth's CRS when the two differ; PoLiS in the truth CRS's unit.
     One side with a CRS and the other without (a PNG mask in pixels against a map) is refused."""
+    for path in (pred_path, truth_path):  # both readers there before either file is read
+        _check_reader(Path(path))
     pred, pred_crs = read_footprints(pred_path)
     truth, truth_crs = read_footprints(truth_path)
     if (pred_crs is None) != (truth_crs is None):

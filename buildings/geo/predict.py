@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from buildings.errors import ConfigError, OutputError
+from buildings.errors import ConfigError, OutputError, require
 from buildings.files import atomic_path, check_writable_folder, refuse_overwrites
 from buildings.geo.raster import GeoRaster, gdal_reason
 from buildings.geo.vectorize import BuildingPolygons, check_polygon_path, write_polygons
 
-__all__ = ["Block", "RasterAssembly", "RasterReport", "predict_block", "predict_raster", "raster_blocks"]
+__all__ = ["Block", "RasterAssembly", "RasterReport", "check_raster_outputs", "predict_block", "predict_raster",
+           "raster_blocks"]
 
 
 @dataclass
@@ -193,6 +194,22 @@ class RasterAssembly:
                                   f"({gdal_reason(err, {str(self.temporary): self.mask_out})})") from None
 
 
+def check_raster_outputs(path, *, mask_out=None, vectorize_out=None) -> None:
+    """The outputs of :func:`predict_raster` checked before the first block is predicted (the command
+    line checks them before it loads a model): at least one given, none overwriting the input, the
+    polygons' file writable and pyogrio and shapely installed (one line naming the extra now, not
+    after the whole raster), the mask's folder writable."""
+    if mask_out is None and vectorize_out is None:
+        raise ConfigError("nothing to write: give a mask GeoTIFF (--save-masks) or polygons (--vectorize)")
+    refuse_overwrites([path], [(what, p) for what, p in (("--save-masks", mask_out), ("--vectorize", vectorize_out))
+                               if p is not None])
+    if vectorize_out is not None:
+        check_polygon_path(vectorize_out)
+        require("--vectorize", "deploy", "pyogrio", "shapely")
+    if mask_out is not None:
+        check_writable_folder(Path(mask_out).parent, mask_out)
+
+
 def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mask_out=None, vectorize_out=None,
                    simplify: float = 1.0, block: int = 2048, halo: int | None = None,
                    progress: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None
@@ -202,18 +219,7 @@ def predict_raster(predictor, path, *, bands: tuple[int, ...] | None = None, mas
     blocks done."""
     if not predictor.task.binary:
         raise ConfigError("GeoTIFF prediction is for building (binary) models")
-    if mask_out is None and vectorize_out is None:
-        raise ConfigError("nothing to write: give a mask GeoTIFF (--save-masks) or polygons (--vectorize)")
-    refuse_overwrites([path], [(what, p) for what, p in (("--save-masks", mask_out), ("--vectorize", vectorize_out))
-                               if p is not None])
-    if vectorize_out is not None:  # every output checked before the first block is predicted
-        check_polygon_path(vectorize_out)
-        try:  # missing: one line naming the extra now, not after the whole raster
-            import pyogrio  # noqa: F401
-        except ImportError:
-            raise ConfigError("--vectorize needs pyogrio (and shapely): pip install -e \".[deploy]\"") from None
-    if mask_out is not None:
-        check_writable_folder(Path(mask_out).parent, mask_out)
+    check_raster_outputs(path, mask_out=mask_out, vectorize_out=vectorize_out)
     halo = predictor.overlap if halo is None else halo
     with GeoRaster.open(path, bands) as raster, contextlib.ExitStack() as stack:
         if raster.crs is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from buildings.errors import ConfigError, DataError
+from buildings.errors import ConfigError, DataError, missing_extra
 
 __all__ = ["GeoRaster", "is_georeferenced", "is_geotiff", "parse_bands"]
 
@@ -19,7 +19,7 @@ def _rasterio():
     try:
         import rasterio
     except ImportError:
-        raise ConfigError('GeoTIFF input needs rasterio: pip install -e ".[deploy]"') from None
+        raise ConfigError(missing_extra("GeoTIFF input", "rasterio", "deploy")) from None
     return rasterio
 
 
@@ -31,12 +31,19 @@ def is_geotiff(path) -> bool:
 
 def is_georeferenced(path) -> bool:
     """A single .tif / .tiff file with a CRS: predicted as a raster, in blocks, into georeferenced
-    outputs (without rasterio, or without a CRS, it is an image like any other)."""
+    outputs (without a CRS it is an image like any other). Without rasterio, a TIFF whose header
+    carries GeoTIFF tags is refused in one line naming the extra (read as a plain image it would
+    lose its georeference); one without them is an image."""
     if not is_geotiff(path):
         return False
     try:
         import rasterio
     except ImportError:
+        from buildings.geo.tiff import has_geotiff_tags
+
+        if has_geotiff_tags(path):
+            raise ConfigError(missing_extra(f"{path}: reading a GeoTIFF with its georeference", "rasterio",
+                                            "deploy")) from None
         return False
     try:
         with rasterio.open(path) as dataset:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from buildings.contract import STRIDE
-from buildings.errors import CheckpointError
+from buildings.errors import CheckpointError, missing_extra, require
 from buildings.task import Task
 
 __all__ = ["PROBE", "InferenceBackend", "KerasBackend", "OnnxBackend", "as_backend", "check_checkpoint_file",
@@ -128,8 +128,7 @@ class OnnxBackend(InferenceBackend):
         try:
             import onnxruntime
         except ImportError:
-            raise CheckpointError(f"{path}: running an ONNX model needs onnxruntime "
-                                  "(pip install -e \".[deploy]\")") from None
+            raise CheckpointError(missing_extra(f"{path}: running an ONNX model", "onnxruntime", "deploy")) from None
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
@@ -195,7 +194,8 @@ ZIP_SIGNATURE = b"PK\x03\x04"  # a .keras file is a zip archive
 
 def check_checkpoint_file(path) -> Path:
     """``path`` if it can be a checkpoint: an existing file, a ``.keras`` zip or an ``.onnx`` file;
-    one CheckpointError naming it otherwise. Reads 4 bytes, imports nothing."""
+    one CheckpointError naming it otherwise (an ``.onnx`` one also when onnxruntime, which runs it,
+    is not installed). Reads 4 bytes, imports nothing."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -211,6 +211,8 @@ def check_checkpoint_file(path) -> Path:
         raise CheckpointError(f"{path}: not a Keras checkpoint (no zip signature: {found})")
     if suffix == ".onnx" and not head:
         raise CheckpointError(f"{path}: an empty file, not an ONNX model")
+    if suffix == ".onnx":  # an ensemble's .keras members are not loaded first, nor a map's workers started
+        require(f"{path}: running an ONNX model", "deploy", "onnxruntime", error=CheckpointError)
     return path
 
 

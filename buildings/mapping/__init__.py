@@ -6,6 +6,6 @@ across files and CRSs).
 """
 
 from buildings.mapping.engine import PredictorSpec
-from buildings.mapping.job import MapOptions, MapResult, run_map
+from buildings.mapping.job import MapOptions, MapResult, check_installed, run_map
 
-__all__ = ["MapOptions", "MapResult", "PredictorSpec", "run_map"]
+__all__ = ["MapOptions", "MapResult", "PredictorSpec", "check_installed", "run_map"]

@@ -116,8 +116,7 @@ class WindowModel:
         return self.rasters[key]
 
     def predict(self, row) -> WindowResult:
-        from buildings.cli.options import one_line
-        from buildings.errors import BuildingsError
+        from buildings.errors import BuildingsError, one_line
         from buildings.geo.predict import predict_block
 
         block = _block_of(row)

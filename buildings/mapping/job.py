@@ -31,13 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from buildings.errors import BuildingsError, ConfigError, OutputError
+from buildings.errors import BuildingsError, ConfigError, OutputError, require
 from buildings.files import atomic_path, check_writable_folder, refuse_overwrites, write_text
 from buildings.geo.predict import Block, RasterAssembly, raster_blocks
 from buildings.mapping.engine import PredictorSpec, WindowResult, run_local, run_ray
 from buildings.mapping.sources import resolve_sources
 
-__all__ = ["FilePlan", "MapOptions", "MapResult", "run_map"]
+__all__ = ["MAP_MODULES", "FilePlan", "MapOptions", "MapResult", "check_installed", "run_map"]
+
+MAP_MODULES = ("rasterio", "shapely", "pyogrio")  # read the rasters, trace and merge the buildings, write the layers
+
+
+def check_installed() -> None:
+    """Refuse a mapping job, before a model is loaded or a raster opened, when the deploy extra's
+    GIS modules are not installed: one line naming the module and the extra."""
+    require("buildings map", "deploy", *MAP_MODULES)
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,7 @@ def _committed(options: MapOptions, plan_path: Path, key: str) -> dict | None:
 def run_map(sources, spec: PredictorSpec, options: MapOptions, *, engine: str = "ray", address: str | None = None,
             actors: int | None = None, resume: bool = False, say: Callable[[str], None] = print) -> MapResult:
     started = time.perf_counter()
+    check_installed()
     out = Path(options.out)
     paths = resolve_sources(sources)
     job_file = out / "job.json"
@@ -264,32 +273,34 @@ def run_map(sources, spec: PredictorSpec, options: MapOptions, *, engine: str = 
     say(f"{len(plans)} file(s) to predict, {sum(len(p.blocks) for p in plans)} window(s) of up to "
         f"{options.block} px, engine {engine}")
     predict_started = time.perf_counter()
-    predicted, workers = _predict(plans, spec, options, key, engine=engine, address=address, actors=actors, say=say,
-                                  failed=failed)
+    predicted, workers, first_window = _predict(plans, spec, options, key, engine=engine, address=address,
+                                                actors=actors, say=say, failed=failed)
     states.update(predicted)
     predict_seconds = time.perf_counter() - predict_started
     return _finish(out, paths, states, failed, options, skipped=skipped, engine=engine, started=started,
-                   predict_seconds=predict_seconds, predicted=[p for p in plans if p.stem in states], say=say,
-                   workers=workers)
+                   predict_seconds=predict_seconds, first_window=first_window,
+                   predicted=[p for p in plans if p.stem in states], say=say, workers=workers)
 
 
-FIRST_WINDOW = [0.0]  # seconds from the engine's start to the first result of the last job in this process
-
-
-def _predict(plans, spec, options, key, *, engine, address, actors, say, failed) -> tuple[dict, dict]:
+def _predict(plans, spec, options, key, *, engine, address, actors, say,
+             failed) -> tuple[dict, dict, float | None]:
+    """Predict the plans' windows on the engine, committing each file as its last window arrives.
+    Returns the committed files' states by stem, the workers' peak resident MB by pid, and the
+    seconds from the engine's start to its first result (None when no window was predicted)."""
     by_stem = {p.stem: p for p in plans}
     writers: dict[str, FileWriter] = {}
     states: dict[str, dict] = {}
     workers: dict[int, float] = {}  # pid -> peak resident MB
-    workers_first = time.perf_counter()
+    first_window: float | None = None
+    engine_started = time.perf_counter()
     if not plans:
-        return states, workers
+        return states, workers, first_window
     stream = run_ray(spec, plans, actors=actors, address=address, say=say) if engine == "ray" else run_local(spec, plans)
     try:
         for result in stream:
-            if not workers:  # the engine's start: Ray, the actors, their models, the first window
-                say(f"first window after {time.perf_counter() - workers_first:.1f} s")
-                FIRST_WINDOW[0] = time.perf_counter() - workers_first
+            if first_window is None:  # the engine's start: Ray, the actors, their models, the first window
+                first_window = time.perf_counter() - engine_started
+                say(f"first window after {first_window:.1f} s")
             workers[result.worker] = max(workers.get(result.worker, 0.0), result.peak_rss_mb)
             stem = result.stem
             plan = by_stem[stem]
@@ -317,11 +328,11 @@ def _predict(plans, spec, options, key, *, engine, address, actors, say, failed)
     finally:
         for writer in writers.values():
             writer.abandon()
-    return states, workers
+    return states, workers, first_window
 
 
-def _finish(out: Path, paths, states, failed, options, *, skipped, engine, started, predict_seconds, predicted,
-            say, workers) -> MapResult:
+def _finish(out: Path, paths, states, failed, options, *, skipped, engine, started, predict_seconds, first_window,
+            predicted, say, workers) -> MapResult:
     from rasterio.crs import CRS
 
     from buildings.mapping.merge import PartFile, merge_parts, write_layer
@@ -343,7 +354,9 @@ def _finish(out: Path, paths, states, failed, options, *, skipped, engine, start
                "buildings": len(layer.geometries), "joined_across_files": layer.joined_across_files,
                "target_crs": target.to_string(), "engine": engine,
                "windows": sum(len(states[p.stem]["windows"]) for p in predicted),
-               "predict_seconds": round(predict_seconds, 3), "first_window_seconds": round(FIRST_WINDOW[0], 3), "wall_seconds": round(time.perf_counter() - started, 3),
+               "predict_seconds": round(predict_seconds, 3),
+               "first_window_seconds": round(first_window, 3) if first_window is not None else None,
+               "wall_seconds": round(time.perf_counter() - started, 3),
                "images_per_s": round(len(predicted) / predict_seconds, 4) if predicted and predict_seconds else None,
                "megapixels_per_s": round(megapixels / predict_seconds, 4) if predicted and predict_seconds else None,
                "workers": len(workers), "peak_rss_mb_per_worker": sorted(round(v, 1) for v in workers.values()),

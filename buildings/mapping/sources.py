@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from buildings.errors import ConfigError, DataError
+from buildings.errors import ConfigError, DataError, missing_extra
 
 __all__ = ["RASTER_SUFFIXES", "resolve_sources"]
 
@@ -57,6 +57,16 @@ def resolve_sources(items) -> list[Path]:
     return unique
 
 
+def _local_file(name: str, listing: Path, where: str, note: str = "") -> Path:
+    """The raster ``name`` that the list or STAC file ``listing`` gives: absolute, or relative to
+    ``listing``'s folder; it must be an existing file, else a :class:`DataError` starting with
+    ``where`` (the list and line, or the JSON and item) and naming ``name`` as written."""
+    target = Path(name) if Path(name).is_absolute() else listing.parent / name
+    if not target.is_file():
+        raise DataError(f"{where}: {name}: no such file{note}")
+    return target
+
+
 def _listed(path: Path) -> list[Path]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -67,10 +77,7 @@ def _listed(path: Path) -> list[Path]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        target = Path(line) if Path(line).is_absolute() else path.parent / line
-        if not target.is_file():
-            raise DataError(f"{path} line {number}: {line}: no such file")
-        out.append(target)
+        out.append(_local_file(line, path, f"{path} line {number}"))
     if not out:
         raise ConfigError(f"{path}: lists no raster")
     return out
@@ -80,7 +87,7 @@ def _stac(path: Path) -> list[Path]:
     try:
         import pystac
     except ImportError:
-        raise ConfigError(f"{path}: reading STAC needs pystac: pip install -e \".[map]\"") from None
+        raise ConfigError(missing_extra(f"{path}: reading STAC", "pystac", "map")) from None
     try:
         collection = pystac.ItemCollection.from_file(str(path))
         items = list(collection)
@@ -95,11 +102,8 @@ def _stac(path: Path) -> list[Path]:
         if asset is None:
             raise DataError(f"{path}: item {item.id!r} has no GeoTIFF data asset (roles 'data', or keys "
                             f"{', '.join(_ASSET_KEYS)})")
-        href = asset.get_absolute_href() or asset.href
-        target = Path(href) if Path(href).is_absolute() else path.parent / href
-        if not target.is_file():
-            raise DataError(f"{path}: item {item.id!r}: {href}: no such file (only local files are read)")
-        out.append(target)
+        out.append(_local_file(asset.get_absolute_href() or asset.href, path, f"{path}: item {item.id!r}",
+                               note=" (only local files are read)"))
     if not out:
         raise ConfigError(f"{path}: holds no STAC item")
     return out

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import damage_jpeg, rezip, score_back
 
-from buildings.cli import MESSAGE_LIMIT, main
-from buildings.errors import SubmissionError
+from buildings.cli import main
+from buildings.errors import MESSAGE_LIMIT, SubmissionError
 from buildings.files import TEMP_MARK
 from buildings.formats.rle import decode_rle, encode_rle
 from buildings.formats.submission import read_submission, write_submission
@@ -308,7 +308,7 @@ def test_a_download_too_small_to_split_says_what_is_missing(tmp_path):
 
 
 def test_error_lines_are_cut_to_the_limit():
-    from buildings.cli import one_line
+    from buildings.errors import one_line
 
     assert one_line("a\nb\n\nc") == "a | b | c"
     cut = one_line("x" * 5000)

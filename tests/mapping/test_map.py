@@ -152,11 +152,13 @@ def test_local_engine_masks_equal_predict_and_the_layer_joins_file_edges(scene, 
     done = _run("map", str(root / "tiles"), "--checkpoint", str(model), "--out", str(out), "--engine", "local",
                 "--block", str(BLOCK), "--crs", "EPSG:3857", cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    _check_job(out, paths, model, root, single_masks=single_masks)
+    summary = _check_job(out, paths, model, root, single_masks=single_masks)
+    assert 0 < summary["first_window_seconds"] <= summary["predict_seconds"]
     again = _run("map", str(root / "tiles"), "--checkpoint", str(model), "--out", str(out), "--engine", "local",
                  "--block", str(BLOCK), "--crs", "EPSG:3857", cwd=root)
     assert again.returncode == 0 and "6 file(s) already committed" in again.stderr
-    assert json.loads((out / "summary.json").read_text())["windows"] == 0  # nothing predicted again
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["windows"] == 0 and summary["first_window_seconds"] is None  # nothing predicted again
 
 
 @pytest.mark.slow
