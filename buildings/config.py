@@ -60,6 +60,7 @@ class FitConfig:
     encoder: str | None = None  # None: the model's default
     encoder_weights: str | None = None
     freeze_encoder_epochs: int = 0
+    encoder_lr_scale: float = 0.1  # a pretrained encoder's learning rate, as a share of lr (objective.py)
     model_options: dict = field(default_factory=dict)
     num_classes: int | None = None  # None: the dataset's (1 = binary logit, N = N classes)
     class_weights: str | list | None = "auto"  # multi-class CE: auto (from train pixels), none, or a list
@@ -109,6 +110,8 @@ class FitConfig:
             raise ConfigError("--folds and --fold go together: --folds N --fold K trains fold K (1..N)")
         if self.folds is not None and not (self.folds >= 2 and 1 <= self.fold <= self.folds):
             raise ConfigError(f"--fold must be 1..--folds (at least 2 folds), got fold {self.fold} of {self.folds}")
+        if not 0 < self.encoder_lr_scale <= 1:
+            raise ConfigError(f"encoder_lr_scale must be in (0, 1], got {self.encoder_lr_scale!r}")
         if self.devices is not None and self.devices != "all" and not (isinstance(self.devices, int)
                                                                         and self.devices >= 1):
             raise ConfigError(f"devices must be a positive number or 'all', got {self.devices!r}")

@@ -47,12 +47,12 @@ B="$PY -m buildings.cli"
 
 if [ "$SMOKE" = 1 ]; then
   SIZE=64; BATCH=2; EPOCHS=1; STEPS=2; FILTERS=4; BENCH_STEPS=2; NATIVE="--steps 2 --repeats 1"; JIT=false
-  ATT_OPTS="--model-option filters=4 --model-option depth=2"; DLV_OPTS="--model-option aspp_filters=8"
+  ATT_OPTS="--encoder none --model-option filters=4 --model-option depth=2"; DLV_OPTS="--model-option aspp_filters=8"
   WORKERS=1,2; IMAGES=4; FIT_STEPS=3; BACKENDS=${BACKENDS:-torch,torch-plain}; MEM_FILTERS=4; LIMIT=900
 else
   SIZE=512; BATCH=16; EPOCHS=${EPOCHS:-40}; STEPS=20; FILTERS=64; BENCH_STEPS=20
   NATIVE="--steps 20 --repeats 3 --compile"; JIT=true  # auto = false on torch: the main rows
-  ATT_OPTS="--model-option filters=64"; DLV_OPTS=""
+  ATT_OPTS="--encoder none --model-option filters=64"; DLV_OPTS=""
   WORKERS=1,2,4,8; IMAGES=64; FIT_STEPS=20; BACKENDS=${BACKENDS:-torch,torch-plain,jax}; MEM_FILTERS=32; LIMIT=240
 fi
 PRECISION=${PRECISION:-bf16}
@@ -103,7 +103,7 @@ for spec in "attunet:$ATT_OPTS" "deeplabv3plus:--encoder resnet50 $DLV_OPTS"; do
   rm -rf "$run"
   # shellcheck disable=SC2086
   step "fit-$name.log" "$LIMIT" $B fit --model "$name" $opts --data "$DATA" --epochs "$EPOCHS" --batch-size "$BATCH" \
-    --image-size "$SIZE" --precision "$PRECISION" --aug strong --augment-on device --lr 1e-3 --workers 8 \
+    --image-size "$SIZE" --precision "$PRECISION" --aug strong --cutmix 0 --augment-on device --lr 1e-3 --workers 8 \
     --run-dir "$run" > "$LOGS/fit-$name.out" || continue
   step "predict-$name.log" 300 $B predict --checkpoint "$run/best.keras" --data "$DATA" --out "$run/submission.csv" \
     > /dev/null || continue

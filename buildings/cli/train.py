@@ -54,6 +54,8 @@ FIT_OPTIONS = [
      "shipped in the package), a keras.applications name (resnet50, efficientnetv2b0, ...), or none."),
     ("--encoder-weights", "encoder_weights", str, "imagenet, a local weights file, or none."),
     ("--freeze-encoder-epochs", "freeze_encoder_epochs", click.IntRange(0), "Train with the encoder frozen first."),
+    ("--encoder-lr-scale", "encoder_lr_scale", click.FloatRange(0, 1, min_open=True),
+     "Learning rate of a pretrained encoder while it trains, as a share of --lr (the decoder gets --lr)."),
     ("--num-classes", "num_classes", click.IntRange(1),
      "1 = binary logit; N = N classes [default: the dataset's]; must match the dataset."),
     ("--class-weights", "class_weights", str,

@@ -5,8 +5,10 @@ The schedule decays over the epochs the run is planned to train (:class:`Schedul
 them, or, under a wall-time cap, the epochs that fit it (``callbacks.TimeBudget`` plans them after
 the first epoch of each phase, from its measured time), so a capped run ends with its learning rate
 decayed rather than cut at its peak. When the encoder is unfrozen the learning rate warms up again
-over ``warmup_epochs`` from 1 %: the pretrained weights meet gradients shaped for the frozen
-network, and a peak-rate first step wrecked them (issue 26: validation Dice 0.876 → 0.310).
+over ``warmup_epochs`` from 1 %, and a pretrained encoder always learns at ``encoder_lr_scale`` of
+the rate (:func:`scale_learning_rate`): Adam moves every weight by about the learning rate a step
+whatever its gradient, and the decoder's rate moved the pretrained weights far enough to wreck them
+(issue 26: validation Dice 0.876 → 0.310 at the unfreezing).
 
 Not to be confused with ``buildings.task.Task`` (binary vs N classes): a :class:`TrainingObjective`
 is built from a run's final options and the task of its data.
@@ -21,9 +23,33 @@ import keras
 
 from buildings.config import FitConfig
 from buildings.losses import get_loss
+from buildings.models import get_encoder
 from buildings.task import Task
 
-__all__ = ["SchedulePlan", "TrainingObjective", "WarmupCosine"]
+__all__ = ["SchedulePlan", "TrainingObjective", "WarmupCosine", "scale_learning_rate"]
+
+
+def scale_learning_rate(optimizer, variables, scale: float) -> None:
+    """Make ``optimizer`` update ``variables`` at ``scale`` times its learning rate (the others at
+    the rate itself). Keras has no parameter groups; its optimizers hand every update to one
+    backend method with the learning rate as an argument (torch's fused foreach step, jax's and
+    tensorflow's per-variable loop alike), so this instance's method runs it twice, once per group,
+    keeping each backend's fast path. Weight decay keeps the full rate (1e-4 of it: no matter)."""
+    chosen = {id(variable) for variable in variables}
+    if not chosen or scale == 1:
+        return
+    update = type(optimizer)._backend_update_step
+
+    def _backend_update_step(grads, trainable_variables, learning_rate):
+        pairs = list(zip(grads, trainable_variables, strict=True))
+        rest = [pair for pair in pairs if id(pair[1]) not in chosen]
+        mine = [pair for pair in pairs if id(pair[1]) in chosen]
+        if rest:
+            update(optimizer, [g for g, _ in rest], [v for _, v in rest], learning_rate)
+        if mine:
+            update(optimizer, [g for g, _ in mine], [v for _, v in mine], learning_rate * scale)
+
+    optimizer._backend_update_step = _backend_update_step
 
 
 @dataclass
@@ -108,4 +134,7 @@ class TrainingObjective:
         options = {"class_weights": list(config.class_weights)} if config.class_weights is not None else {}
         model.compile(optimizer=optimizer, loss=get_loss(config.loss, **options),
                       metrics=self.task.metrics(config.threshold))
+        encoder = get_encoder(getattr(model, "model", model))  # a TrainingModel holds the segmentation model
+        if encoder is not None and encoder.trainable and config.encoder_weights not in (None, "none"):
+            scale_learning_rate(optimizer, encoder.trainable_weights, config.encoder_lr_scale)
         return model

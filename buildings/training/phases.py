@@ -35,7 +35,8 @@ def plan_phases(epochs: int, freeze_epochs: int) -> list[Phase]:
     """The phases of a run of ``epochs`` with the encoder frozen for ``freeze_epochs`` (0: one phase)."""
     if not freeze_epochs:
         return [Phase(0, 0, epochs, True)]
-    return [Phase(0, 0, freeze_epochs, False), Phase(1, freeze_epochs, epochs, True)]
+    frozen = min(freeze_epochs, epochs)  # a run shorter than the freezing never unfreezes, nor runs longer
+    return [Phase(0, 0, frozen, False), Phase(1, frozen, epochs, True)]
 
 
 def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose,

@@ -67,6 +67,20 @@ def test_curves_mark_the_best_epoch(tmp_path):
     assert cv2.imread(str(out)).shape == (420, 1100, 3)
 
 
+def test_curves_shade_the_epochs_after_the_encoder_is_unfrozen(tmp_path):
+    """The phase change is drawn: the same history with a phase column differs from the plain one
+    only right of the boundary (the shaded epochs, and the legend entry naming the epoch)."""
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "loss": [0.9, 0.6, 0.5, 0.4], "val_loss": [0.8, 0.7, 0.6, 0.5],
+                            "val_contest_dice": [0.3, 0.6, 0.7, 0.8]})
+    plain = cv2.imread(str(curves_figure(tmp_path / "a.png", history, monitor="val_contest_dice", title="t")))
+    phased = cv2.imread(str(curves_figure(tmp_path / "b.png", history.assign(phase=[0, 0, 1, 1]),
+                                          monitor="val_contest_dice", title="t")))
+    changed = np.abs(plain.astype(int) - phased.astype(int)).sum(axis=2) > 30
+    assert changed.sum() > 2000, "nothing was shaded"
+    tinted = phased[changed].astype(int)
+    assert (tinted[:, 2] >= tinted[:, 0]).mean() > 0.5, "the shading is orange (more red than blue, BGR)"
+
+
 def test_line_progress_writes_plain_lines_with_rate_and_eta():
     lines = []
     progress = LineProgress(steps=40, batch_size=4, epochs=3, every=0.25, write=lines.append)

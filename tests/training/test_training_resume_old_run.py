@@ -62,7 +62,7 @@ def _check_continued(run: Path, dataset: Path) -> None:
 # Options added to FitConfig since the fixture was made: the old run has none of them, and each one's
 # default keeps the old behaviour (the resume tests below prove the run continues). A removed or
 # renamed option still fails the check.
-ADDED_SINCE_FIXTURE = {"devices": None, "device_defaults": None}
+ADDED_SINCE_FIXTURE = {"devices": None, "device_defaults": None, "encoder_lr_scale": 0.1}
 
 
 def test_the_fixture_is_an_old_run_stopped_after_epoch_1():

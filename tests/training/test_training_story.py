@@ -79,6 +79,7 @@ def test_resuming_opens_the_run_directory_once(synth_dataset, tmp_path, monkeypa
 def test_phases_freeze_the_encoder_first():
     assert plan_phases(5, 0) == [Phase(0, 0, 5, True)]
     assert plan_phases(5, 2) == [Phase(0, 0, 2, False), Phase(1, 2, 5, True)]
+    assert plan_phases(1, 2) == [Phase(0, 0, 1, False), Phase(1, 1, 1, True)], "never longer than the epochs asked"
 
 
 def _callbacks(tmp_path, **options):
