@@ -102,16 +102,18 @@ class BatchSize(click.ParamType):
 
 
 def open_predictor(ctx: click.Context, *, checkpoints, weights=None, vote=False, tta="none", tile=512,
-                   overlap=128, batch_size="auto", postprocess_from="none", **_):
+                   overlap=128, batch_size="auto", postprocess_from="none", announce_rule=True, **_):
     """The predictor of the prediction options, with the rule that applies (the tuned one, the
-    options given overriding it); says on stderr what is applied, once the checkpoints loaded."""
+    options given overriding it); says on stderr what is applied, once the checkpoints loaded (the
+    rule only with ``announce_rule``: a command that searches the rule applies none)."""
     from buildings.inference import Predictor, resolve_rule
 
     rule_options = given(ctx, *(n for n in ("threshold", "min_area", "fill_holes") if n in ctx.params))
     rule, source = resolve_rule(checkpoints[0], postprocess_from, **rule_options)
     predictor = Predictor.from_checkpoints(checkpoints, tta=tta, weights=weights, vote=vote, rule=rule, tile=tile,
                                            overlap=overlap, batch_size=batch_size)
-    say(f"post-processing: {predictor.rule.describe()} (from {source})")
+    if announce_rule:
+        say(f"post-processing: {predictor.rule.describe()} (from {source})")
     say(predictor.describe())
     return predictor
 

@@ -149,7 +149,7 @@ def tune_threshold_command(ctx, **options):
     from buildings.data.splits import open_split
     from buildings.inference import DEFAULT_THRESHOLDS, evaluate
 
-    predictor = open_predictor(ctx, **options)
+    predictor = open_predictor(ctx, **options, announce_rule=False)
     source = open_split(options["data_"], options["split"], options["data_dir"])
     with bar(len(source), "evaluating") as progress:
         result = evaluate(predictor, source, thresholds=DEFAULT_THRESHOLDS, progress=progress.update)
@@ -181,7 +181,7 @@ def tune_command(ctx, **options):
                                  param_hint="--split")
     out = options["out"] or choice_path(checkpoints[0])
     refuse_overwrites(checkpoints, [("--out", out)])
-    predictor = open_predictor(ctx, **options)
+    predictor = open_predictor(ctx, **options, announce_rule=False)
     source = open_split(options["data_"], split, options["data_dir"])
     with bar(len(source), "predicting") as progress:
         choice = tune_postprocess(predictor, source, checkpoints=checkpoints, progress=progress.update)

@@ -79,10 +79,19 @@ FIT_OPTIONS = [
 
 
 def _fit_options(function):
+    """The fit flags, each defaulting to FitConfig's value; where the machine's recipe fills another
+    (buildings.recipes), the help says what each machine gets."""
+    from buildings.recipes import DEVICE_RECIPES, NOT_DEFAULTS, load_recipe
+
     defaults = FitConfig()
+    machines = {accelerator: load_recipe(name) for accelerator, name in DEVICE_RECIPES.items()}
     for flag, name, kind, text in reversed(FIT_OPTIONS):
-        function = click.option(flag, name, type=kind, default=getattr(defaults, name), show_default=True,
-                                help=text)(function)
+        default = getattr(defaults, name)
+        shown = True
+        if name not in NOT_DEFAULTS and any(recipe.get(name, default) != default for recipe in machines.values()):
+            cpu, gpu = ("none" if v is None else v for v in (machines[a].get(name, default) for a in (False, True)))
+            shown = f"{cpu} without a GPU, {gpu} with one"
+        function = click.option(flag, name, type=kind, default=default, show_default=shown, help=text)(function)
     return function
 
 

@@ -133,9 +133,10 @@ class RunEstimate(keras.callbacks.Callback):
     the run will take; on a CPU with a long estimate, says how to get the CPU recipe back."""
 
     def __init__(self, *, steps: int, epochs: int, first_epoch: int, accelerator: bool, after: int = 3,
-                 write=None):
+                 max_minutes: float | None = None, write=None):
         super().__init__()
         self.steps, self.epochs, self.first_epoch, self.accelerator = steps, epochs, first_epoch, accelerator
+        self.max_minutes = max_minutes
         self.after = max(2, min(after, steps))
         self.write = write or (lambda line: print(line, flush=True))
         self.done = False
@@ -154,7 +155,11 @@ class RunEstimate(keras.callbacks.Callback):
         left = epoch * (self.epochs - self.first_epoch)
         self.write(f"about {per_step:.2f} s a step: an epoch ({self.steps} steps) takes about {duration(epoch)}, "
                    f"the {self.epochs - self.first_epoch} epochs left about {duration(left)} plus validation")
-        if not self.accelerator and left > 3600:
+        if self.max_minutes and left > self.max_minutes * 60:
+            self.write(f"the {self.max_minutes:g}-minute budget (--max-minutes) ends the run first, after about "
+                       f"{max(int(self.max_minutes * 60 // max(epoch, 1e-9)), 1)} epochs (the first steps are the "
+                       f"slowest); the learning-rate schedule decays over the epochs that fit")
+        elif not self.accelerator and left > 3600:
             self.write("no GPU is visible: leave out the size options given (--image-size, --batch-size, --epochs, "
                        "--model-option ...) to train with the CPU recipe's defaults in about 20 minutes "
                        "(buildings fit --config cpu-quick), or cap this run with --max-minutes")
@@ -197,7 +202,7 @@ class RunCallbacks:
                 self.callbacks.append(LineProgress(steps=steps, batch_size=images, epochs=config.epochs))
         if self.verbose != 0 or config.verbose == "auto":
             self.callbacks.append(RunEstimate(steps=steps, epochs=config.epochs, first_epoch=first_epoch,
-                                              accelerator=accelerator))
+                                              accelerator=accelerator, max_minutes=config.max_minutes))
 
     def stop_reason(self, finished: int) -> str | None:
         """Why the run ended after epoch ``finished`` (1-based), before its last; None if it ran them all."""

@@ -109,6 +109,13 @@ def test_run_estimate_suggests_the_cpu_recipe_only_for_long_cpu_runs(monkeypatch
         if steps == 500:
             assert f"an epoch ({steps} steps) takes about 1 h 23 min" in lines[0], lines
         assert ("no GPU is visible" in " ".join(lines)) == expect_recipe, lines
+    lines = []
+    capped = RunEstimate(steps=50, epochs=30, first_epoch=0, accelerator=False, max_minutes=20, write=lines.append)
+    for batch in range(4):
+        now[0] = 30.0 + 10.0 * batch  # 500 s an epoch: 30 epochs would take 4 h; the cap ends it after 2
+        capped.on_train_batch_end(batch)
+    assert "the 20-minute budget (--max-minutes) ends the run first, after about 2 epochs" in lines[1], lines
+    assert "no GPU is visible" not in " ".join(lines), "a capped run is not told to change its options"
 
 
 def test_a_time_budget_stop_says_why(synth_dataset, tmp_path):
