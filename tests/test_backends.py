@@ -24,12 +24,16 @@ def run_under(backend: str, args: list[str], timeout=1200) -> subprocess.Complet
                           timeout=timeout)
 
 
+# The suites re-run under each backend, one process per file (so that a parallel run spreads them).
+BACKEND_SUITES = ["tests/models/test_models.py", "tests/test_losses_metrics.py", "tests/data/test_augment.py",
+                  "tests/inference/test_probability_model.py"]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("suite", BACKEND_SUITES)
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
-def test_model_loss_metric_suite_passes_on(backend):
-    result = run_under(backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 "tests/models/test_models.py", "tests/test_losses_metrics.py",
-                                 "tests/data/test_augment.py", "tests/inference/test_probability_model.py"])
+def test_model_loss_metric_suite_passes_on(backend, suite):
+    result = run_under(backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", suite])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout.splitlines()[-1]
 

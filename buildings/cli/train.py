@@ -104,10 +104,14 @@ def _fit_options(function):
               help="Options from a recipe (cpu-quick, tianchi-gpu) or a JSON file of options (a run's config.json); "
                    "flags given here override it. [default: the options not given come from the recipe of this "
                    "machine: cpu-quick without a GPU, tianchi-gpu with one]")
+@click.option("--machine-defaults/--no-machine-defaults", "machine_defaults", default=True,
+              envvar="BUILDINGS_MACHINE_DEFAULTS", show_default=True, show_envvar=True,
+              help="Fill the options not given from this machine's recipe (cpu-quick without a GPU, tianchi-gpu "
+                   "with one); --no-machine-defaults leaves the built-in defaults, the same on every machine.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
               help="Continue the run in this directory from its last finished epoch.")
 @click.pass_context
-def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags):
+def fit_command(ctx, model_option, tensorboard, config_file, machine_defaults, resume_dir, **flags):
     """Train a model with model.fit on the active Keras backend (torch unless KERAS_BACKEND says
     otherwise), on the GPU when one is visible.
 
@@ -128,7 +132,8 @@ def fit_command(ctx, model_option, tensorboard, config_file, resume_dir, **flags
     if tensorboard:
         flags_given["tensorboard"] = True
     config = make_fit_config(flags=flags_given, model_options=model_option, config_file=config_file,
-                             resume_dir=resume_dir, accelerator=None if resume_dir else accelerator_available())
+                             resume_dir=resume_dir,
+                             accelerator=None if resume_dir or not machine_defaults else accelerator_available())
     if "WORLD_SIZE" in os.environ and "devices" not in flags_given:
         config.devices = None  # under torchrun its process count is the run's, whatever a resumed run had
     launched = _launch_processes(config, resume_dir)

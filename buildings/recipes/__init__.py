@@ -12,9 +12,11 @@ call does not give â€” by a flag, a ``--config`` file or the run being resumed â
 of the machine it runs on (``cpu-quick`` without an accelerator, ``tianchi-gpu`` with one), then
 from ``FitConfig``'s own defaults for what the recipe does not set. Only what fits the
 architecture is taken: the recipe's encoder for a model that takes one, its weights and freezing
-only with that encoder, and its model options the architecture has when none are given; its fold layout never
-(a run layout, not a machine default). The line :func:`describe_filled` makes says what was filled,
-and the run's config.json records it (``device_defaults``).
+only with that encoder, and its model options the architecture has when none are given; its fold layout
+never (a run layout, not a machine default), nor its loss (the dataset's task chooses it). The line
+:func:`describe_filled` makes says what was filled, and the run's config.json records it
+(``device_defaults``). ``buildings fit --no-machine-defaults`` (or ``BUILDINGS_MACHINE_DEFAULTS=0``)
+fills nothing: the built-in defaults, the same on every machine.
 
 Reading a recipe imports nothing heavy; :func:`device_defaults` imports ``buildings.models`` (Keras) to
 know what an architecture takes.
@@ -34,7 +36,9 @@ HERE = Path(__file__).parent
 RECIPES = {path.stem: path for path in sorted(HERE.glob("*.json"))}
 # The recipe whose options fill what a run does not give: by whether an accelerator is visible.
 DEVICE_RECIPES = {False: "cpu-quick", True: "tianchi-gpu"}
-NOT_DEFAULTS = ("folds", "fold", "run_dir", "data", "data_dir")  # a run's layout and data, never a machine's
+# A run's layout and data, never a machine's; nor the loss, which the dataset's task decides (a
+# binary recipe's loss refused on a multi-class dataset; without it each task takes its own default).
+NOT_DEFAULTS = ("folds", "fold", "run_dir", "data", "data_dir", "loss")
 ENCODER_OPTIONS = ("encoder_weights", "freeze_encoder_epochs")  # taken only with the recipe's encoder
 
 

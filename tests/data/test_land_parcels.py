@@ -229,6 +229,21 @@ def test_multiclass_refusals(parcels_dataset, tmp_path):
     assert result.exit_code == 1 and "class_weights needs 4 non-negative numbers" in result.output
 
 
+def test_the_machine_defaults_leave_a_multiclass_dataset_its_own_loss(parcels_dataset, tmp_path, monkeypatch):
+    """The CPU recipe is binary (bce_dice); filling it must not refuse a 4-class dataset: the loss is
+    the task's, ce_lovasz here, while the recipe's other options (its encoder) are filled."""
+    monkeypatch.setattr("buildings.runtime.device.accelerator_available", lambda: False)
+    monkeypatch.delenv("BUILDINGS_MACHINE_DEFAULTS")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "fit", "--data", str(parcels_dataset), "--model", "unet", "--model-option", "filters=4", "--epochs", "1",
+        "--steps-per-epoch", "1", "--image-size", "64", "--batch-size", "2", "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    options = json.loads((run / "config.json").read_text())["options"]
+    assert options["loss"] == "ce_lovasz" and "loss" not in options["device_defaults"]["filled"]
+    assert options["encoder"] == "efficientnet_lite0", "the rest of the recipe still fills"
+
+
 def test_tfds_cli_builds_the_same_land_parcels(parcels, parcels_dataset, tmp_path):
     pytest.importorskip("tensorflow", reason="the tfds CLI needs the `tf` extra")
     pytest.importorskip("apache_beam", reason="the tfds CLI needs the `tf` extra")

@@ -78,6 +78,7 @@ def test_fit_says_what_the_machine_filled_and_records_it(synth_dataset, tmp_path
     """The command line, on this CPU: the first lines name the recipe and every filled option as the
     flag that overrides it, and config.json records the fill. Sizes given keep the run tiny."""
     monkeypatch.setattr("buildings.runtime.device.accelerator_available", lambda: False)
+    monkeypatch.delenv("BUILDINGS_MACHINE_DEFAULTS")
     run = tmp_path / "run"
     result = CliRunner().invoke(main, [
         "fit", "--data", str(synth_dataset), "--run-dir", str(run), "--model", "unet", "--encoder", "none",
@@ -90,3 +91,23 @@ def test_fit_says_what_the_machine_filled_and_records_it(synth_dataset, tmp_path
     options = json.loads((run / "config.json").read_text())["options"]
     assert options["device_defaults"]["filled"]["max_minutes"] == CPU["max_minutes"]
     assert options["max_minutes"] == CPU["max_minutes"] and options["image_size"] == 64
+
+
+def test_no_machine_defaults_leaves_the_built_in_defaults(synth_dataset, tmp_path, monkeypatch):
+    """--no-machine-defaults (and BUILDINGS_MACHINE_DEFAULTS=0, which the suite sets) fills nothing:
+    no line, no record, FitConfig's own encoder and cap."""
+    monkeypatch.setattr("buildings.runtime.device.accelerator_available", lambda: False)
+    monkeypatch.delenv("BUILDINGS_MACHINE_DEFAULTS")
+    args = ["fit", "--data", str(synth_dataset), "--model", "unet", "--model-option", "filters=4",
+            "--model-option", "depth=1", "--image-size", "64", "--batch-size", "2", "--epochs", "1",
+            "--steps-per-epoch", "1", "--aug", "light", "--workers", "1"]
+    for extra, env in ((["--no-machine-defaults"], None), ([], "0")):
+        if env is not None:
+            monkeypatch.setenv("BUILDINGS_MACHINE_DEFAULTS", env)
+        run = tmp_path / f"run-{env}"
+        result = CliRunner().invoke(main, [*args, *extra, "--run-dir", str(run)])
+        assert result.exit_code == 0, result.output
+        assert "recipe fills" not in result.output
+        options = json.loads((run / "config.json").read_text())["options"]
+        assert options["device_defaults"] is None
+        assert (options["encoder"], options["max_minutes"]) == (FitConfig.encoder, FitConfig.max_minutes)

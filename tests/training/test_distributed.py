@@ -191,7 +191,8 @@ def test_killed_rank_ends_the_job_in_one_line_and_resume_matches_an_uninterrupte
     job = subprocess.Popen([sys.executable, "-m", "buildings", *args, "--run-dir", str(run)], env=_env(),
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (run / "history.csv").exists() and job.poll() is None and time.monotonic() < deadline:
+    committed_marker = run / "backup" / "state.json"  # epoch 1 finished (history.csv is written before it)
+    while not committed_marker.exists() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # into epoch 2
     victim = _rank_pid(job.pid, 1)
