@@ -14,7 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # before any test module import
 # subprocesses the tests start inherit it). The machine's defaults are tested where they are the
 # subject, with the variable removed: tests/training/test_device_defaults.py.
 os.environ["BUILDINGS_MACHINE_DEFAULTS"] = "0"
-# Under pytest-xdist (the README's `-n 2`), each worker and the processes it starts compute on one
+# Under pytest-xdist (the README's `-n auto`), each worker and the processes it starts compute on one
 # thread: two workers of two threads each on a 2-core machine would oversubscribe it.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
