@@ -7,6 +7,12 @@ weights): the optimiser's step count continues across phases, so the per-step wa
 schedule carries on. A resumed run starts in the phase of its first unfinished epoch: the same
 phase as its last committed epoch takes the model and optimiser from the backup weights, a later
 one the model's weights only, with a fresh optimiser at the step count reached.
+
+A wall-time cap can leave too few epochs after the freeze for the model to recover from unfreezing
+(validation Dice dipped for 2-4 epochs after it in the measured runs, RESULTS.md, issue 26): when
+the time budget's plan leaves fewer than ``MIN_UNFROZEN_EPOCHS`` after the frozen ones, the encoder
+stays frozen for the whole run (its frozen phase goes on, same optimiser, no re-warmup). A run that
+is not cut short by its cap unfreezes as asked.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from buildings.models import get_encoder, set_encoder_trainable
 from buildings.training.callbacks import EpochCommit
 from buildings.training.distributed import ONE_DEVICE, Replicas
 
-__all__ = ["Phase", "plan_phases", "train_phases"]
+__all__ = ["MIN_UNFROZEN_EPOCHS", "Phase", "plan_phases", "stays_frozen", "train_phases"]
+
+# Epochs a model needs after unfreezing to pass its frozen best again: the measured dips (DeepLabV3+
+# seed 0, U-Net seed 1; RESULTS.md, issue 26) recovered after 3 and 4 unfrozen epochs.
+MIN_UNFROZEN_EPOCHS = 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,13 @@ def plan_phases(epochs: int, freeze_epochs: int) -> list[Phase]:
     return [Phase(0, 0, frozen, False), Phase(1, frozen, epochs, True)]
 
 
+def stays_frozen(planned: int, epochs: int, first_unfrozen: int) -> bool:
+    """Whether a run planned to decay over ``planned`` of its ``epochs`` (a wall-time cap shortened
+    it when fewer) keeps its encoder frozen past epoch ``first_unfrozen``: only when the cap leaves
+    fewer than ``MIN_UNFROZEN_EPOCHS`` after it."""
+    return planned < epochs and planned - first_unfrozen < MIN_UNFROZEN_EPOCHS
+
+
 def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose,
                  replicas: Replicas = ONE_DEVICE) -> int:
     """Train ``trainer`` (a ``TrainingModel``) through the phases left after ``state`` (the last
@@ -48,22 +65,28 @@ def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose,
     config, steps = objective.config, batches.steps
     encoder = get_encoder(trainer.model)
     start = state.epoch if state else 0
-    epochs_run = 0
+    epochs_run, previous = 0, None
     for phase in plan_phases(config.epochs, config.freeze_encoder_epochs if encoder is not None else 0):
         if phase.last <= phase.first or start >= phase.last:
             continue  # nothing to do, or already finished before a resume
-        if encoder is not None:
-            set_encoder_trainable(encoder, phase.encoder_trainable)
-            if phase.index > 0:  # unfrozen after a frozen phase: warm the learning rate up again
-                objective.plan.rewarm_epoch = phase.first
+        if phase.index > 0 and _keep_frozen(objective, phase, state, start, announce=replicas.chief and config.verbose != 0):
+            phase = Phase(0, phase.first, phase.last, False)  # the frozen phase goes on
         begin = max(phase.first, start)
-        objective.compile(trainer)
-        if begin == start and state is not None and replicas.chief:  # the first phase of a resumed run
-            _restore(trainer, run, state, phase.index, done_steps=begin * steps)
-        elif begin:  # a later phase of this call (weights in memory), or a rank that receives rank 0's
-            trainer.optimizer.build(trainer.trainable_variables)
-            trainer.optimizer.iterations.assign(begin * steps)
-        replicas.prepare(trainer)
+        if previous is not None and previous.index == phase.index:
+            pass  # the frozen phase continued in this call: same compiled model, optimiser and step count
+        else:
+            if encoder is not None:
+                set_encoder_trainable(encoder, phase.encoder_trainable)
+                if phase.index > 0:  # unfrozen after a frozen phase: warm the learning rate up again
+                    objective.plan.rewarm_epoch = phase.first
+            objective.compile(trainer)
+            if begin == start and state is not None and replicas.chief:  # the first phase of a resumed run
+                _restore(trainer, run, state, phase.index, done_steps=begin * steps)
+            elif begin:  # a later phase of this call (weights in memory), or a rank that receives rank 0's
+                trainer.optimizer.build(trainer.trainable_variables)
+                trainer.optimizer.iterations.assign(begin * steps)
+            replicas.prepare(trainer)
+        previous = phase
         batches.train.set_epoch(begin)
         # Last, so an epoch is committed only with everything the other callbacks added to its logs.
         commit = [EpochCommit(run, phase=phase.index, monitor=objective.monitor, export=trainer.model)]
@@ -74,6 +97,23 @@ def train_phases(trainer, objective, batches, run, *, state, callbacks, verbose,
         if trainer.stop_training:
             break
     return epochs_run
+
+
+def _keep_frozen(objective, phase: Phase, state, start: int, *, announce: bool) -> bool:
+    """Whether the unfreezing that starts ``phase`` is skipped (:func:`stays_frozen`): decided when the
+    run reaches it, from the time budget's plan; a run resumed past it keeps what its last
+    committed epoch's phase says (0: it stayed frozen)."""
+    if state is not None and start > phase.first:
+        return state.phase == 0
+    config = objective.config
+    if not stays_frozen(objective.plan.epochs, config.epochs, phase.first):
+        return False
+    if announce:
+        left = objective.plan.epochs - phase.first
+        print(f"the {config.max_minutes:g}-minute cap fits {objective.plan.epochs} of {config.epochs} epochs: "
+              f"{max(left, 0)} after the {phase.first} frozen would not recover from unfreezing (it takes about "
+              f"{MIN_UNFROZEN_EPOCHS}), so the encoder stays frozen", flush=True)
+    return True
 
 
 def _restore(model, run, state, phase: int, done_steps: int) -> None:

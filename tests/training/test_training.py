@@ -107,6 +107,60 @@ def test_staged_training_freezes_then_unfreezes_the_encoder(synth_dataset, tmp_p
     assert get_encoder(model).trainable
 
 
+class StopAfter(keras.callbacks.Callback):
+    """Stops the run after epoch ``epochs`` (1-based), as a kill after its commit would."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            self.model.stop_training = True
+
+
+class CapPlans(keras.callbacks.Callback):
+    """After the first epoch, plans the schedule over ``epochs`` as a wall-time cap that fits only
+    those would (runs after the run's own TimeBudget, so its plan is the one that stands)."""
+
+    def __init__(self, plans: list, epochs: int):
+        super().__init__()
+        self.plans, self.epochs = plans, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.plans[-1].epochs = self.epochs
+
+
+def test_a_cap_that_leaves_too_few_epochs_after_the_freeze_keeps_the_encoder_frozen(synth_dataset, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """A cap that fits 2 of 3 epochs leaves 1 after the frozen one, fewer than a model needs to
+    recover from unfreezing (phases.MIN_UNFROZEN_EPOCHS): the encoder stays frozen in every epoch,
+    the one line says so, history keeps phase 0, and a run resumed after epoch 2 stays frozen too
+    (its plan from history no longer says so; its committed phase does)."""
+    from buildings.training import trainer as trainer_module
+    from buildings.training.objective import SchedulePlan
+    from buildings.training.phases import MIN_UNFROZEN_EPOCHS
+
+    assert 3 - 1 < MIN_UNFROZEN_EPOCHS
+    plans = []
+    monkeypatch.setattr(trainer_module, "SchedulePlan", lambda epochs: plans.append(SchedulePlan(epochs)) or plans[-1])
+    config = FitConfig(data=str(synth_dataset), epochs=3, freeze_encoder_epochs=1, encoder="mobilenetv3small",
+                       max_minutes=60, run_dir=str(tmp_path / "capped"), **{**TINY, "model_options": {}, "verbose": 2})
+    first, then = WeightsAtEpochEnds(), WeightsAtEpochEnds()
+    result = fit(config, callbacks=[first, CapPlans(plans, 2), StopAfter(2)])
+    assert "fits 2 of 3 epochs: 1 after the 1 frozen would not recover from unfreezing" in capsys.readouterr().out
+    assert [trainable for trainable, _, _ in first.snapshots] == [False, False, False]
+    fit(config, resume=True, callbacks=[then])
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3] and list(history["phase"]) == [0, 0, 0]
+    (_, enc_start, dec_start), (_, enc_end, dec_end) = first.snapshots[0], then.snapshots[-1]
+    assert [trainable for trainable, _, _ in then.snapshots] == [False, False]
+    assert changed(enc_start, enc_end) == 0, "the encoder changed although the cap kept it frozen"
+    assert changed(dec_start, dec_end) > 0, "the decoder did not learn"
+    assert not get_encoder(load_model(result.run_dir / "last.keras")).trainable
+
+
 def test_bad_options_are_clear_errors(synth_dataset, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["fit", "--data", str(synth_dataset), "--loss", "ce", "--run-dir",
