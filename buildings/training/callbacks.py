@@ -10,7 +10,7 @@ import time
 
 import keras
 
-from buildings.errors import ConfigError
+from buildings.errors import require
 from buildings.progress import Milestones, duration, rate
 
 __all__ = ["EpochCommit", "LineProgress", "RunCallbacks", "RunEstimate", "Throughput", "TimeBudget",
@@ -217,11 +217,7 @@ class RunCallbacks:
 
 
 def tensorboard_callback(log_dir) -> keras.callbacks.TensorBoard:
-    """Keras's TensorBoard callback, or one clear line when its writer is not installed."""
-    import importlib.util
-
-    missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
-    if missing:  # Keras writes its logs with tf.summary, which needs both (TF 2.21 no longer brings tensorboard)
-        raise ConfigError(f"--tensorboard needs {' and '.join(missing)} (Keras writes the logs with tf.summary): "
-                          f"pip install -e \".[tensorboard]\"")
+    """Keras's TensorBoard callback, or one clear line when its writer is not installed (Keras writes
+    the logs with tf.summary, which needs both; tensorflow-cpu 2.21 no longer brings tensorboard)."""
+    require("--tensorboard (Keras writes its logs with tf.summary)", "tensorboard", "tensorflow", "tensorboard")
     return keras.callbacks.TensorBoard(log_dir=str(log_dir))

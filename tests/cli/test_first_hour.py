@@ -184,7 +184,7 @@ def test_tensorboard_missing_names_the_extra(monkeypatch, tmp_path):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"needs tensorboard .*\.\[tensorboard\]"):
+    with pytest.raises(ConfigError, match=r"needs tensorboard: pip install -e \"\.\[tensorboard\]\""):
         tensorboard_callback(tmp_path / "logs")
 
 

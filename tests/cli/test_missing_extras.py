@@ -129,10 +129,26 @@ def test_without_rasterio_a_tiff_without_geotiff_tags_is_still_an_image(inputs):
 
 
 def test_a_geoparquet_without_geopandas_says_what_to_install(inputs):
-    """GeoParquet is read by geopandas and pyarrow, which no extra installs: the line says so, and
-    how to install them."""
+    """GeoParquet is read by geopandas and pyarrow (the map extra): the line says so, and how to
+    install them, before the file is opened."""
     pred = inputs / "pred.parquet"
     pred.write_bytes(b"not read")
     line, _ = run_without("geopandas", "score-polygons", pred, inputs / "truth.tif")
-    assert line == (f"Error: {pred}: reading GeoParquet needs geopandas and pyarrow, which no extra of this package "
-                    "installs: pip install geopandas pyarrow"), line
+    assert line == f'Error: {pred}: reading GeoParquet needs geopandas: pip install -e ".[map]"', line
+
+
+def test_a_server_without_rasterio_refuses_a_geotiff_naming_the_extra(monkeypatch):
+    """Without rasterio, ``serve`` would decode a GeoTIFF as a plain picture and answer without its
+    georeference: it refuses it (501, the one line naming the extra), while a TIFF without GeoTIFF
+    tags is not refused for the missing reader."""
+    from buildings import serve
+
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # `import rasterio` raises ImportError
+    with pytest.raises(serve.Refusal) as refused:
+        serve._decode_upload(tiff_header(GEOKEYS, 33922, 33550), "scene.tif", serve.MAX_PIXELS)
+    assert refused.value.status == 501
+    assert refused.value.detail == 'scene.tif: a GeoTIFF (this server reads it with its georeference) needs rasterio: ' \
+        'pip install -e ".[deploy]"'
+    with pytest.raises(serve.Refusal) as plain:
+        serve._decode_upload(tiff_header(), "plain.tif", serve.MAX_PIXELS)  # header only: not decodable
+    assert "rasterio" not in plain.value.detail and plain.value.status == 400

@@ -16,6 +16,7 @@ pyogrio = pytest.importorskip("pyogrio", reason="the [deploy] extra is not insta
 rasterio = pytest.importorskip("rasterio", reason="the [deploy] extra is not installed")
 
 from click.testing import CliRunner  # noqa: E402
+from shapely.affinity import translate  # noqa: E402
 from shapely.geometry import LineString, box  # noqa: E402
 
 from buildings.cli import main  # noqa: E402
@@ -124,6 +125,21 @@ def test_predictions_in_another_crs_are_reprojected_into_the_truth_crs(tmp_path)
     assert score.matched == 3 and score.mean_iou > 0.999
     assert score.polis < 0.01 and score.units == "metre"  # in the truth's metres, not degrees
     assert score_polygons(in_degrees, squares).matched == 0  # compared unprojected, nothing would match
+
+
+def test_geoparquet_footprints_score_like_the_same_geopackage(tmp_path):
+    """GeoParquet (geopandas + pyarrow, the map extra) reads the same buildings and CRS as a
+    GeoPackage of the same squares: the same scores against a truth in the same CRS."""
+    geopandas = pytest.importorskip("geopandas", reason="the [map] extra (geopandas, pyarrow) is not installed")
+    pytest.importorskip("pyarrow", reason="the [map] extra is not installed")
+    squares = [box(500_000 + 30 * i, 6_400_000, 500_010 + 30 * i, 6_400_010) for i in range(3)]
+    shifted = [translate(g, 2, 0) for g in squares[:2]]  # 2 of 3 found, IoU 8/12 each
+    truth = write_vector(tmp_path / "truth.gpkg", squares)
+    geopandas.GeoDataFrame(geometry=shifted, crs=UTM).to_parquet(tmp_path / "pred.parquet")
+    as_parquet = score_footprint_files(tmp_path / "pred.parquet", truth)
+    as_gpkg = score_footprint_files(write_vector(tmp_path / "pred.gpkg", shifted), truth)
+    assert as_parquet.as_dict() == as_gpkg.as_dict()
+    assert as_parquet.n_pred == 2 and as_parquet.matched == 2 and as_parquet.mean_iou == pytest.approx(8 / 12)
 
 
 def test_a_geotiff_mask_is_traced_into_buildings_at_their_map_position(tmp_path):
