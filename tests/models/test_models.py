@@ -1,5 +1,7 @@
 """Models: shapes at several sizes, logits, save / load, options. Backend-neutral (see test_backends)."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -22,9 +24,16 @@ SMALL = {
 SIZES = [(256, 256), (64, 96), (160, 96)]
 
 
+@functools.cache
+def small_model(name: str):
+    """One binary model of SMALL per name, built once per process (a ResNet50 build alone is many
+    seconds under jax, which runs every initializer op by op); the tests that use it leave it as built."""
+    return build_model(name, num_classes=1, **SMALL[name])
+
+
 @pytest.fixture(scope="module", params=list(SMALL))
 def model_name_and_model(request):
-    return request.param, build_model(request.param, num_classes=1, **SMALL[request.param])
+    return request.param, small_model(request.param)
 
 
 def test_output_shapes_at_several_sizes(model_name_and_model):
@@ -54,18 +63,14 @@ def test_outputs_are_logits_not_probabilities(model_name_and_model):
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_num_classes_gives_that_many_logits(name):
-    model = build_model(name, num_classes=3, **SMALL[name])
-    assert tuple(model(np.zeros((2, 64, 96, 3), "float32")).shape) == (2, 64, 96, 3)
-
-
-@pytest.mark.parametrize("name", list(SMALL))
-def test_keras_save_load_round_trip(name, tmp_path):
-    model = build_model(name, num_classes=2, decoder_attention="cbam", **SMALL[name])
-    # the input shape of test_num_classes_gives_that_many_logits: under jax (which compiles every op
-    # for each new shape) the encoders' ops are compiled once for both
+def test_num_classes_gives_that_many_logits_and_a_keras_save_load_round_trip(name, tmp_path):
+    """num_classes=3 gives 3 logits a pixel, and the model (with CBAM decoder attention) saves and
+    loads to the same outputs: one build per model for both (each build is seconds under jax)."""
+    model = build_model(name, num_classes=3, decoder_attention="cbam", **SMALL[name])
+    # small: under jax every op is compiled for each new input shape
     x = np.random.default_rng(1).normal(size=(2, 64, 96, 3)).astype("float32")
     before = to_numpy(model(x, training=False))
+    assert before.shape == (2, 64, 96, 3)
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = load_model(path)
@@ -74,18 +79,18 @@ def test_keras_save_load_round_trip(name, tmp_path):
 
 @pytest.mark.parametrize("encoder", ["resnet50", "efficientnetv2b0", "mobilenetv3large"])
 def test_encoder_taps_are_named_by_stride(encoder):
-    inputs = keras.Input((None, None, 3))
+    """Each tap's resolution is the input's divided by its stride, read from the graph's shapes on a
+    128x96 input: Keras infers them by tracing every layer's call on that shape (no pixels pushed
+    through, which under jax compiles every op of the encoder; the models above run real inputs)."""
+    inputs = keras.Input((128, 96, 3))
     features = build_encoder(inputs, encoder).features
     assert set(features) >= {4, 8, 16, 32}
-    probe = keras.Model(inputs, [features[s] for s in sorted(features)])
-    for stride, out in zip(sorted(features), probe(np.zeros((1, 128, 96, 3), "float32")), strict=True):
-        assert tuple(out.shape[1:3]) == (128 // stride, 96 // stride)
+    for stride in sorted(features):
+        assert tuple(features[stride].shape[1:3]) == (128 // stride, 96 // stride), stride
 
 
 @pytest.mark.parametrize("attention", ["none", "se", "cbam"])
 def test_unet_with_encoder_and_decoder_attention(attention):
-    # the encoder and input shape of test_encoder_taps_are_named_by_stride[mobilenetv3large]: under
-    # jax, which compiles every op for each new shape, the encoder's ops are compiled once for both
     # (MobileNetV3Small is built in test_encoder_weights_from_a_local_file)
     model = build_model("unet", encoder="mobilenetv3large", decoder_attention=attention)
     assert tuple(model(np.zeros((1, 128, 96, 3), "float32")).shape) == (1, 128, 96, 1)
@@ -94,7 +99,8 @@ def test_unet_with_encoder_and_decoder_attention(attention):
 
 
 def test_deeplab_output_stride_16_dilates_the_last_stage():
-    model = build_model("deeplabv3plus")
+    model = small_model("deeplabv3plus")  # SMALL's options are its defaults
+    assert SMALL["deeplabv3plus"] == {}
     encoder = get_encoder(model)
     assert encoder.name == "encoder" and get_encoder(build_model("unet", filters=4, depth=1)) is None
     assert encoder.get_layer("conv5_block2_2_conv").dilation_rate == (2, 2)
